@@ -1,0 +1,1 @@
+"""`alphaswarm-orch`: the operator command line."""

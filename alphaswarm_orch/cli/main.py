@@ -1,0 +1,15 @@
+"""Entry point: one click group, one module per command family."""
+
+import click
+
+from alphaswarm_orch.cli.run import run_command
+from alphaswarm_orch.cli.worker import worker_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Operate the alphaswarm_orch Dagster code location."""
+
+
+main.add_command(run_command)
+main.add_command(worker_group)

@@ -1,0 +1,28 @@
+"""The code location: every domain's definitions, the executor chosen once, IO on shared storage."""
+
+import dagster as dg
+
+from alphaswarm_orch.defs import smoke
+from alphaswarm_orch.execution.executor import executor_for
+from alphaswarm_orch.routing import check_routing
+from alphaswarm_orch.settings import Settings
+
+DOMAINS = (smoke,)
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    domain_defs = dg.Definitions.merge(*(domain.build_defs(settings) for domain in DOMAINS))
+    check_routing(domain_defs)
+    # Only apply these settings once: the executor and the IO manager every step shares.
+    return dg.Definitions.merge(
+        domain_defs,
+        dg.Definitions(
+            executor=executor_for(settings),
+            resources={"io_manager": dg.FilesystemIOManager(base_dir=str(settings.io_dir))},
+        ),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(Settings.from_env())

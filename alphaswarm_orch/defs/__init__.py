@@ -1,0 +1,1 @@
+"""One package per domain; each exposes `build_defs(settings) -> dg.Definitions`."""

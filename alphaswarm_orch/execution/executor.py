@@ -1,0 +1,56 @@
+"""The executor this code location uses, chosen once in `definitions.py`.
+
+With a broker configured, steps go to Celery over Redis and are routed by their
+`dagster-celery/queue` tag; the broker and backend come from the environment when the run
+starts, so no URL (and no password) is ever written into run config.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster._core.execution.retries import RetryMode, get_retries_config
+from dagster_celery.executor import CeleryExecutor
+
+from alphaswarm_orch.execution.celery_config import celery_config
+from alphaswarm_orch.settings import Settings
+
+
+@dg.executor(
+    name="alphaswarm_celery",
+    config_schema={
+        "broker": dg.Field(
+            dg.Noneable(dg.StringSource),
+            is_required=False,
+            description="Celery broker URL; default ALPHASWARM_BROKER_URL.",
+        ),
+        "backend": dg.Field(
+            dg.Noneable(dg.StringSource),
+            is_required=False,
+            description="Celery result backend; default ALPHASWARM_RESULT_BACKEND or broker db 1.",
+        ),
+        "include": dg.Field([str], is_required=False, default_value=[]),
+        "config_source": dg.Field(dg.Noneable(dg.Permissive()), is_required=False),
+        "retries": get_retries_config(),
+    },
+    requirements=dg.multiple_process_executor_requirements(),
+)
+def alphaswarm_celery_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
+    """Celery executor over the Redis light queues, configured from the environment."""
+    settings = Settings.from_env()
+    config = init_context.executor_config
+    broker = config.get("broker") or settings.require_broker("the Celery executor")
+    backend = config.get("backend") or settings.result_backend
+    return CeleryExecutor(
+        retries=RetryMode.from_config(config["retries"]),
+        broker=broker,
+        backend=backend,
+        include=config.get("include") or [],
+        config_source={**celery_config(settings), **(config.get("config_source") or {})},
+    )
+
+
+def executor_for(settings: Settings) -> dg.ExecutorDefinition:
+    """The one executor choice: Celery with a broker, else the local multiprocess executor."""
+    if settings.embedded:
+        return dg.multiprocess_executor
+    return alphaswarm_celery_executor

@@ -1,0 +1,177 @@
+"""Environment -> one typed settings object.
+
+The names are the environment contract in DESIGN.md. With no broker configured the code
+location runs on the embedded default (local executor, SQLite, duckdb) so a newcomer needs
+nothing but the package.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+BROKER_URL = "ALPHASWARM_BROKER_URL"
+RESULT_BACKEND = "ALPHASWARM_RESULT_BACKEND"
+POSTGRES_URL = "ALPHASWARM_POSTGRES_URL"
+LEDGER_URL = "ALPHASWARM_LEDGER_URL"
+STORAGE_DIR = "ALPHASWARM_STORAGE_DIR"
+REDIS_URL = "ALPHASWARM_REDIS_URL"
+KILL_SWITCH_KEY = "ALPHASWARM_KILL_SWITCH_KEY"
+METRICS_PORT = "ALPHASWARM_METRICS_PORT"
+
+DEFAULT_STORAGE_DIR = "./.alphaswarm"
+DEFAULT_KILL_SWITCH_KEY = "alphaswarm:kill_switch"
+DEFAULT_METRICS_PORT = 9100
+
+_REDIS_SCHEMES = ("redis", "rediss")
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
+_SQL_SCHEMES = (*_POSTGRES_SCHEMES, "sqlite")
+
+
+class SettingsError(ValueError):
+    """A missing or malformed environment variable; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str | None
+    result_backend: str | None
+    postgres_url: str | None
+    ledger_url: str
+    storage_dir: Path
+    redis_url: str | None
+    kill_switch_key: str
+    metrics_port: int
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: local executor, SQLite, duckdb."""
+        return self.broker_url is None
+
+    @property
+    def io_dir(self) -> Path:
+        """IO-manager base dir; must be shared by the run worker and every step worker."""
+        return self.storage_dir / "io"
+
+    @property
+    def dagster_home(self) -> Path:
+        """Instance dir used by `alphaswarm-orch run` when DAGSTER_HOME is unset."""
+        return self.storage_dir / "dagster_home"
+
+    def require_redis(self, what: str) -> str:
+        if self.redis_url is None:
+            raise SettingsError(
+                f"{what} needs Redis: set {REDIS_URL} (or {BROKER_URL}), "
+                "e.g. redis://127.0.0.1:6379/0"
+            )
+        return self.redis_url
+
+    def require_broker(self, what: str) -> str:
+        if self.broker_url is None:
+            raise SettingsError(
+                f"{what} needs a Celery broker: set {BROKER_URL}, e.g. redis://redis:6379/0"
+            )
+        return self.broker_url
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            if value is None:
+                return None
+            value = value.strip()
+            return value or None
+
+        broker = get(BROKER_URL)
+        if broker is not None:
+            _check_url(BROKER_URL, broker, _REDIS_SCHEMES, needs_host=True)
+        backend = get(RESULT_BACKEND)
+        if backend is not None:
+            _check_url(RESULT_BACKEND, backend, _REDIS_SCHEMES, needs_host=True)
+        elif broker is not None:
+            backend = _with_redis_db(broker, 1)
+
+        postgres = get(POSTGRES_URL)
+        if postgres is not None:
+            _check_url(POSTGRES_URL, postgres, _POSTGRES_SCHEMES, needs_host=True)
+
+        storage_dir = Path(get(STORAGE_DIR) or DEFAULT_STORAGE_DIR).expanduser().absolute()
+
+        ledger = get(LEDGER_URL)
+        if ledger is not None:
+            _check_url(LEDGER_URL, ledger, _SQL_SCHEMES, needs_host=False)
+        else:
+            ledger = postgres or f"sqlite:///{storage_dir / 'ledger.db'}"
+
+        redis_url = get(REDIS_URL)
+        if redis_url is not None:
+            _check_url(REDIS_URL, redis_url, _REDIS_SCHEMES, needs_host=True)
+        else:
+            redis_url = broker
+
+        port_raw = get(METRICS_PORT)
+        metrics_port = DEFAULT_METRICS_PORT
+        if port_raw is not None:
+            if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
+                raise SettingsError(
+                    f"{METRICS_PORT}={port_raw!r} is not a TCP port: use a number 1-65535 "
+                    f"(default {DEFAULT_METRICS_PORT})"
+                )
+            metrics_port = int(port_raw)
+
+        return cls(
+            broker_url=broker,
+            result_backend=backend,
+            postgres_url=postgres,
+            ledger_url=sqlalchemy_url(ledger),
+            storage_dir=storage_dir,
+            redis_url=redis_url,
+            kill_switch_key=get(KILL_SWITCH_KEY) or DEFAULT_KILL_SWITCH_KEY,
+            metrics_port=metrics_port,
+        )
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Pin Postgres URLs to psycopg2: SQLAlchemy 2.1 maps `postgresql://` to psycopg 3,
+    which dagster-postgres 0.29 cannot use (DESIGN.md, known facts)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
+def _check_url(name: str, value: str, schemes: tuple[str, ...], *, needs_host: bool) -> None:
+    example = f"{schemes[0]}://host:port/..."
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not a valid URL ({exc}); expected {example}") from exc
+    if parts.scheme not in schemes:
+        raise SettingsError(
+            f"{name} has scheme {parts.scheme or '(none)'!r}; expected one of "
+            f"{', '.join(schemes)}, e.g. {example}"
+        )
+    if needs_host and not parts.hostname:
+        raise SettingsError(f"{name} has no host; expected {example}")
+
+
+def _with_redis_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def redacted(url: str | None) -> str:
+    """A URL with its password replaced, for logs and error messages."""
+    if url is None:
+        return "(unset)"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

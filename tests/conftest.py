@@ -1,0 +1,70 @@
+"""Shared fixtures: real Redis, real Postgres, real worker processes.
+
+Each test process uses its own Redis databases (ALPHASWARM_TEST_REDIS_DB, default 2, and the
+next one for results) and throw-away Postgres databases, so suites can run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import services
+from tests.support.workers import WorkerProcess
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def redis_urls() -> tuple[str, str]:
+    """(broker, result backend) URLs on two dedicated, emptied Redis databases."""
+    broker, backend = services.redis_urls()
+    services.flush_redis(broker, backend)
+    return broker, backend
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty Postgres database, dropped afterwards."""
+    with services.temporary_database() as url:
+        yield url
+
+
+@pytest.fixture
+def orch_env(
+    tmp_path: Path, redis_urls: tuple[str, str], postgres_url: str
+) -> Iterator[dict[str, str]]:
+    """Environment for the production path: Celery over Redis, instance and ledger on Postgres."""
+    broker, backend = redis_urls
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "ALPHASWARM_BROKER_URL": broker,
+        "ALPHASWARM_RESULT_BACKEND": backend,
+        "ALPHASWARM_POSTGRES_URL": postgres_url,
+        "ALPHASWARM_STORAGE_DIR": str(tmp_path / "storage"),
+        "DAGSTER_HOME": str(home),
+    }
+    yield env
+    services.flush_redis(broker, backend)
+
+
+@pytest.fixture
+def start_worker(orch_env: dict[str, str]) -> Iterator:
+    """Start `alphaswarm-orch worker` subprocesses; all are stopped after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(queues: str, name: str, *extra: str, env: dict[str, str] | None = None):
+        worker = WorkerProcess.start(queues, name, env or orch_env, *extra)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
