@@ -33,7 +33,9 @@ class EnvironmentStorage(DagsterStorage, ConfigurableClass):
     ) -> DagsterStorage:
         settings = Settings.from_env()
         if settings.postgres_url:
-            return DagsterPostgresStorage(sqlalchemy_url(settings.postgres_url), inst_data=inst_data)
+            return DagsterPostgresStorage(
+                sqlalchemy_url(settings.postgres_url), inst_data=inst_data
+            )
         return DagsterSqliteStorage.from_local(
             str(settings.dagster_home / "storage"), inst_data=inst_data
         )

@@ -76,9 +76,7 @@ LIGHT_QUEUES: Mapping[str, LightQueue] = {
     )
 }
 
-HEAVY_QUEUES: frozenset[str] = frozenset(
-    {"backtest", "training", "ml", "agents", "factors", "rag"}
-)
+HEAVY_QUEUES: frozenset[str] = frozenset({"backtest", "training", "ml", "agents", "factors", "rag"})
 """Executor-only queues (alphaswarm-executor image). Never consumed here; legal only as
 dispatch targets of a workflow step."""
 

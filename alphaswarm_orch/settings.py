@@ -139,7 +139,7 @@ class Settings:
 def sqlalchemy_url(url: str) -> str:
     """Pin Postgres URLs to psycopg2: SQLAlchemy 2.1 maps `postgresql://` to psycopg 3,
     which dagster-postgres 0.29 cannot use (DESIGN.md, known facts)."""
-    scheme, sep, rest = url.partition("://")
+    scheme, _sep, rest = url.partition("://")
     if scheme in ("postgresql", "postgres"):
         return f"postgresql+psycopg2://{rest}"
     return url

@@ -28,7 +28,9 @@ class WorkerProcess:
 
     @classmethod
     def start(cls, queues: str, name: str, env: dict[str, str], *extra: str) -> WorkerProcess:
-        log = tempfile.NamedTemporaryFile(prefix=f"worker-{name}-", suffix=".log", delete=False)
+        log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - outlives this call
+            prefix=f"worker-{name}-", suffix=".log", delete=False
+        )
         argv = [sys.executable, "-m", "alphaswarm_orch.cli", "worker", "--queues", queues]
         argv += ["--name", name, *extra]
         process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)

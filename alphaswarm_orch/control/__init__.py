@@ -1,0 +1,1 @@
+"""Operational control: the kill switch, Redis key names, health and metrics."""

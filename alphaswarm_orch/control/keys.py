@@ -1,0 +1,23 @@
+"""Redis key and stream names shared with alphaswarm-core. One place for all of them."""
+
+REQUEST_FAMILIES = ("paper", "hft", "terraform")
+
+
+def request_stream(family: str) -> str:
+    """Stream alphaswarm-core appends requests of `family` to."""
+    return f"alphaswarm:requests:{family}"
+
+
+def dead_letter_stream(family: str) -> str:
+    """Where malformed requests of `family` go, with the reason and the original payload."""
+    return f"alphaswarm:requests:{family}:dead"
+
+
+def tick_stream(session_id: str) -> str:
+    """A paper/HFT session's tick or event stream."""
+    return f"ticks:{session_id}"
+
+
+def queue_kill_switch_key(base_key: str, queue: str) -> str:
+    """The optional per-queue kill-switch key next to the global one."""
+    return f"{base_key}:{queue}"
