@@ -11,9 +11,9 @@ import socket
 
 from celery import Celery
 from dagster_celery.make_app import make_app
-from dagster_celery.tasks import create_task
 
 from alphaswarm_orch.execution.celery_config import celery_config
+from alphaswarm_orch.execution.tasks import register_tasks
 from alphaswarm_orch.queues import parse_queue_list, worker_concurrency
 from alphaswarm_orch.settings import Settings
 
@@ -28,7 +28,7 @@ def make_worker_app(settings: Settings) -> Celery:
             "config_source": celery_config(settings),
         }
     )
-    create_task(app)
+    register_tasks(app)
     return app
 
 
