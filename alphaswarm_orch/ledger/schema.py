@@ -1,0 +1,103 @@
+"""The ledger's tables, as SQLAlchemy Core metadata (the migrations create them).
+
+Every table has a natural unique key taken from Dagster (run id, step key, event storage id),
+so the mirror can replay any window of the event log with upserts and never duplicate a row.
+Times are UTC.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+workload_runs = sa.Table(
+    "workload_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("job_name", sa.String(255), nullable=False),
+    sa.Column("workload_kind", sa.String(32), nullable=False),
+    sa.Column("queues", sa.Text, nullable=False, server_default=""),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("trigger_detail", sa.String(255)),
+    sa.Column("actor", sa.String(255)),
+    sa.Column("request_id", sa.String(255)),
+    sa.Column("parent_run_id", sa.String(64)),
+    sa.Column("root_run_id", sa.String(64)),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("status_event_id", sa.BigInteger, nullable=False),
+    sa.Column("queued_at", sa.DateTime(timezone=True)),
+    sa.Column("starting_at", sa.DateTime(timezone=True)),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+    sa.Column("error", sa.Text),
+    sa.Column("error_event_id", sa.BigInteger),
+    sa.Column("refusal_reason", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_workload_runs_updated_at", workload_runs.c.updated_at)
+
+workload_run_transitions = sa.Table(
+    "workload_run_transitions",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("step_key", sa.String(255)),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_workload_run_transitions_run", workload_run_transitions.c.run_id)
+
+workload_run_steps = sa.Table(
+    "workload_run_steps",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("step_key", sa.String(255), primary_key=True),
+    sa.Column("queue", sa.String(64)),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("status_event_id", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+    sa.Column("duration_seconds", sa.Float),
+    sa.Column("error", sa.Text),
+)
+
+workload_run_assets = sa.Table(
+    "workload_run_assets",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("step_key", sa.String(255)),
+    sa.Column("asset_key", sa.Text, nullable=False),
+    sa.Column("partition", sa.Text),
+    sa.Column("upstream", sa.JSON, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_workload_run_assets_run", workload_run_assets.c.run_id)
+sa.Index("ix_workload_run_assets_key", workload_run_assets.c.asset_key)
+
+ledger_refusals = sa.Table(
+    "ledger_refusals",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("queue", sa.String(64)),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("request_id", sa.String(255)),
+)
+sa.Index("ix_ledger_refusals_at", ledger_refusals.c.at)
+
+ledger_mirror_state = sa.Table(
+    "ledger_mirror_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("cursor", sa.BigInteger, nullable=False),
+    sa.Column("rows_written", sa.BigInteger, nullable=False),
+    sa.Column("lag_seconds", sa.Float, nullable=False),
+    sa.Column("mirrored_event_at", sa.DateTime(timezone=True)),
+    sa.Column("synced_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_error_at", sa.DateTime(timezone=True)),
+)
