@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from tests.support import services
@@ -53,6 +54,21 @@ def orch_env(
     }
     yield env
     services.flush_redis(broker, backend)
+
+
+@pytest.fixture
+def instance(orch_env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    """The Postgres-backed Dagster instance of `orch_env`, as the run and workers see it."""
+    saved = dict(os.environ)
+    os.environ.update(
+        {k: v for k, v in orch_env.items() if k.startswith(("ALPHASWARM_", "DAGSTER_"))}
+    )
+    try:
+        with dg.DagsterInstance.get() as inst:
+            yield inst
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture

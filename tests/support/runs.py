@@ -1,0 +1,54 @@
+"""Read what happened in a run from the real Dagster instance."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import dagster as dg
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1
+) -> T:
+    """Poll `condition` until it returns a truthy value; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def step_workers(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """Map step key -> the Celery worker hostname that executed it (from engine events)."""
+    workers: dict[str, str] = {}
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        metadata = event.engine_event_data.metadata or {}
+        worker = metadata.get("Celery worker")
+        if worker is not None:
+            workers[event.step_key] = str(worker.value)
+    return workers
+
+
+def step_outcomes(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """Map step key -> SUCCESS / FAILURE / SKIPPED from the run's step events."""
+    outcomes: dict[str, str] = {}
+    kinds = {
+        dg.DagsterEventType.STEP_SUCCESS: "SUCCESS",
+        dg.DagsterEventType.STEP_FAILURE: "FAILURE",
+        dg.DagsterEventType.STEP_SKIPPED: "SKIPPED",
+    }
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is not None and event.event_type in kinds and event.step_key:
+            outcomes[event.step_key] = kinds[event.event_type]
+    return outcomes

@@ -1,0 +1,70 @@
+import pytest
+
+from alphaswarm_orch.queues import (
+    HEAVY_QUEUES,
+    LIGHT_QUEUES,
+    QUEUE_TAG,
+    QueueError,
+    check_heavy_queue,
+    parse_queue_list,
+    queue_tags,
+    worker_concurrency,
+)
+
+
+def test_table_matches_design() -> None:
+    assert list(LIGHT_QUEUES) == ["default", "paper", "terraform", "ingestion", "workflows", "hft"]
+    assert {q for q, spec in LIGHT_QUEUES.items() if spec.scale_to_zero} == {
+        "default",
+        "terraform",
+        "workflows",
+    }
+    assert {q: spec.concurrency for q, spec in LIGHT_QUEUES.items()}["hft"] == 1
+    assert all(spec.concurrency == 4 for q, spec in LIGHT_QUEUES.items() if q != "hft")
+    assert HEAVY_QUEUES == {"backtest", "training", "ml", "agents", "factors", "rag"}
+    assert not set(LIGHT_QUEUES) & HEAVY_QUEUES
+
+
+def test_queue_tags_routes_light_queues() -> None:
+    assert queue_tags("paper") == {QUEUE_TAG: "paper"}
+    assert queue_tags("ingestion", max_retries=2)["dagster/max_retries"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("queue", "message"),
+    [("backtest", "heavy executor queue"), ("gpu", "unknown queue 'gpu'")],
+)
+def test_queue_tags_refuses_heavy_and_unknown(queue: str, message: str) -> None:
+    with pytest.raises(QueueError, match=message):
+        queue_tags(queue)
+
+
+def test_dispatch_targets_must_be_heavy() -> None:
+    assert check_heavy_queue("ml") == "ml"
+    with pytest.raises(QueueError, match="light queue"):
+        check_heavy_queue("default")
+    with pytest.raises(QueueError, match="unknown queue"):
+        check_heavy_queue("nope")
+
+
+def test_parse_queue_list_accepts_commas_and_repeats() -> None:
+    assert parse_queue_list(["default,workflows", "paper", "default"]) == [
+        "default",
+        "workflows",
+        "paper",
+    ]
+    assert parse_queue_list("hft") == ["hft"]
+    with pytest.raises(QueueError, match="no queue given"):
+        parse_queue_list(" , ")
+    with pytest.raises(QueueError, match="'rag'"):
+        parse_queue_list("default,rag")
+
+
+def test_worker_concurrency_from_table_and_hft_pinned_to_one() -> None:
+    assert worker_concurrency(["default", "workflows"]) == 4
+    assert worker_concurrency(["default", "hft"]) == 1
+    assert worker_concurrency(["paper"], 8) == 8
+    with pytest.raises(QueueError, match="concurrency 1"):
+        worker_concurrency(["hft"], 2)
+    with pytest.raises(QueueError, match="at least 1"):
+        worker_concurrency(["default"], 0)

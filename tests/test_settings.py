@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+
+from alphaswarm_orch.settings import Settings, SettingsError, redacted, sqlalchemy_url
+
+
+def test_embedded_default_needs_nothing(tmp_path: Path) -> None:
+    settings = Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path)})
+    assert settings.embedded
+    assert settings.broker_url is None and settings.redis_url is None
+    assert settings.ledger_url == f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert settings.io_dir == tmp_path / "io"
+    assert settings.kill_switch_key == "alphaswarm:kill_switch"
+    assert settings.metrics_port == 9100
+
+
+def test_default_storage_dir_is_dot_alphaswarm() -> None:
+    assert Settings.from_env({}).storage_dir == (Path.cwd() / ".alphaswarm")
+
+
+def test_production_values_and_derivations() -> None:
+    settings = Settings.from_env(
+        {
+            "ALPHASWARM_BROKER_URL": "redis://:s3cret@redis:6379/0",
+            "ALPHASWARM_POSTGRES_URL": "postgresql://u:p@pg:5432/dagster",
+            "ALPHASWARM_METRICS_PORT": "9200",
+            "ALPHASWARM_KILL_SWITCH_KEY": "core:halt",
+        }
+    )
+    assert not settings.embedded
+    assert settings.result_backend == "redis://:s3cret@redis:6379/1"
+    assert settings.redis_url == settings.broker_url
+    # SQLAlchemy 2.1 would pick psycopg 3 for postgresql://; the ledger is pinned to psycopg2.
+    assert settings.ledger_url == "postgresql+psycopg2://u:p@pg:5432/dagster"
+    assert settings.metrics_port == 9200
+    assert settings.kill_switch_key == "core:halt"
+
+
+def test_ledger_url_overrides_postgres() -> None:
+    settings = Settings.from_env(
+        {
+            "ALPHASWARM_POSTGRES_URL": "postgresql://pg/dagster",
+            "ALPHASWARM_LEDGER_URL": "postgres://pg/ledger",
+        }
+    )
+    assert settings.ledger_url == "postgresql+psycopg2://pg/ledger"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ALPHASWARM_BROKER_URL", "http://redis:6379/0", "scheme 'http'"),
+        ("ALPHASWARM_BROKER_URL", "redis://:6379/0", "has no host"),
+        ("ALPHASWARM_BROKER_URL", "redis://redis:port/0", "not a valid URL"),
+        ("ALPHASWARM_RESULT_BACKEND", "rpc://", "scheme 'rpc'"),
+        ("ALPHASWARM_POSTGRES_URL", "mysql://db/x", "scheme 'mysql'"),
+        ("ALPHASWARM_LEDGER_URL", "oracle://db/x", "scheme 'oracle'"),
+        ("ALPHASWARM_REDIS_URL", "localhost:6379", "scheme"),
+        ("ALPHASWARM_METRICS_PORT", "ninety", "not a TCP port"),
+        ("ALPHASWARM_METRICS_PORT", "70000", "not a TCP port"),
+    ],
+)
+def test_malformed_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as excinfo:
+        Settings.from_env({name: value})
+    assert name in str(excinfo.value)
+
+
+def test_missing_broker_is_named_when_required() -> None:
+    with pytest.raises(SettingsError, match="ALPHASWARM_BROKER_URL"):
+        Settings.from_env({}).require_broker("the worker")
+    with pytest.raises(SettingsError, match="ALPHASWARM_REDIS_URL"):
+        Settings.from_env({}).require_redis("the kill switch")
+
+
+def test_helpers() -> None:
+    assert sqlalchemy_url("postgres://h/db") == "postgresql+psycopg2://h/db"
+    assert sqlalchemy_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert redacted("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert redacted(None) == "(unset)"
