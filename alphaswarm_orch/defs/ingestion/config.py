@@ -1,0 +1,174 @@
+"""connections.yaml -> typed ingestion config, validated when the code location loads.
+
+Airbyte connections are declared here, never fetched from Airbyte at load time: the code
+location must load with no network, and a connection that changes in Airbyte should not
+silently change the asset graph.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+
+CONNECTIONS_FILE = Path(__file__).with_name("connections.yaml")
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class IngestionConfigError(ValueError):
+    """connections.yaml is malformed; the message names the entry and the field."""
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When a sync or pull runs and how stale its assets may get before the check warns."""
+
+    cron: str
+    max_age_hours: float
+
+
+@dataclass(frozen=True)
+class AirbyteConnection:
+    name: str
+    connection_id: str
+    streams: tuple[str, ...]
+    cadence: Cadence
+
+
+@dataclass(frozen=True)
+class SqlTable:
+    name: str
+    primary_key: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IngestionConfig:
+    owners: tuple[str, ...]
+    airbyte_connections: tuple[AirbyteConnection, ...]
+    market_data: Cadence
+    reference_data: Cadence
+    reference_tables: tuple[SqlTable, ...]
+
+
+def load_ingestion_config(path: Path = CONNECTIONS_FILE) -> IngestionConfig:
+    """Parse and validate `path`; raise IngestionConfigError naming what is wrong."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise IngestionConfigError(f"cannot read ingestion config {path}: {exc}") from exc
+    where = str(path)
+    doc = _mapping(raw, where)
+    owners = tuple(_strings(doc.get("owners", []), f"{where}: owners"))
+    connections = tuple(
+        _connection(item, f"{where}: airbyte_connections[{i}]")
+        for i, item in enumerate(_list(doc.get("airbyte_connections") or [], where))
+    )
+    names = [c.name for c in connections]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise IngestionConfigError(
+            f"{where}: airbyte connection names must be unique; repeated: {', '.join(duplicates)}"
+        )
+    reserved = {"market_data", "reference_data", "sample"} & set(names)
+    if reserved:
+        raise IngestionConfigError(
+            f"{where}: airbyte connection name(s) {', '.join(sorted(reserved))} collide with "
+            "the dlt pulls' asset prefixes; choose another name"
+        )
+    pulls = _mapping(doc.get("pulls"), f"{where}: pulls")
+    market = _mapping(pulls.get("market_data"), f"{where}: pulls.market_data")
+    reference = _mapping(pulls.get("reference_data"), f"{where}: pulls.reference_data")
+    tables = _mapping(reference.get("tables"), f"{where}: pulls.reference_data.tables")
+    return IngestionConfig(
+        owners=owners,
+        airbyte_connections=connections,
+        market_data=_cadence(market, f"{where}: pulls.market_data"),
+        reference_data=_cadence(reference, f"{where}: pulls.reference_data"),
+        reference_tables=tuple(
+            SqlTable(
+                name=_name(name, f"{where}: pulls.reference_data.tables"),
+                primary_key=tuple(
+                    _strings(
+                        _mapping(spec, f"{where}: tables.{name}").get("primary_key"),
+                        f"{where}: pulls.reference_data.tables.{name}.primary_key",
+                        required=True,
+                    )
+                ),
+            )
+            for name, spec in tables.items()
+        ),
+    )
+
+
+def _connection(item: Any, where: str) -> AirbyteConnection:
+    entry = _mapping(item, where)
+    name = _name(entry.get("name"), f"{where}.name")
+    where = f"{where} ({name})"
+    connection_id = str(entry.get("connection_id", ""))
+    try:
+        uuid.UUID(connection_id)
+    except ValueError as exc:
+        raise IngestionConfigError(
+            f"{where}: connection_id {connection_id!r} is not a UUID; copy it from the "
+            "connection's URL in the Airbyte UI (.../connections/<uuid>)"
+        ) from exc
+    streams = _strings(entry.get("streams"), f"{where}.streams", required=True)
+    for stream in streams:
+        _name(stream, f"{where}.streams")
+    return AirbyteConnection(
+        name=name,
+        connection_id=connection_id,
+        streams=tuple(streams),
+        cadence=_cadence(entry, where),
+    )
+
+
+def _cadence(entry: dict[str, Any], where: str) -> Cadence:
+    cron = entry.get("cron")
+    if not isinstance(cron, str) or not dg.is_valid_cron_string(cron):
+        raise IngestionConfigError(
+            f"{where}: cron {cron!r} is not a valid cron expression, e.g. '0 6 * * 1-5'"
+        )
+    max_age = entry.get("max_age_hours")
+    if isinstance(max_age, bool) or not isinstance(max_age, int | float) or max_age <= 0:
+        raise IngestionConfigError(
+            f"{where}: max_age_hours {max_age!r} must be a positive number of hours"
+        )
+    return Cadence(cron=cron, max_age_hours=float(max_age))
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise IngestionConfigError(
+            f"{where}: {value!r} is not a valid name; use lowercase letters, digits and '_'"
+            " (it becomes part of asset keys and job names)"
+        )
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise IngestionConfigError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise IngestionConfigError(f"{where}: expected a list, got {value!r}")
+    return value
+
+
+def _strings(value: Any, where: str, *, required: bool = False) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise IngestionConfigError(f"{where}: expected a list of strings, got {value!r}")
+    if required and not value:
+        raise IngestionConfigError(f"{where}: must name at least one")
+    return value
