@@ -1,0 +1,384 @@
+"""Workflow specs: YAML files in a folder, validated whole before any job is built.
+
+A spec names a workflow, when it runs (a cron `schedule`, or `trigger: manual` for UI/CLI
+launches) and its steps. A step is either a light step from the registry (`op:`) that runs on
+a light queue here, or a `dispatch:` of a named task to a heavy executor queue, the one place
+where heavy queue names are legal. Every problem is reported with the file, line and field, so
+a bad spec fails the code location load with an error its author can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import dagster as dg
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError
+
+from alphaswarm_orch.queues import QueueError, check_heavy_queue, check_light_queue
+from alphaswarm_orch.settings import SettingsError
+from alphaswarm_orch.workflows.steps import LIGHT_STEPS
+
+WORKFLOWS_DIR = "ALPHASWARM_WORKFLOWS_DIR"
+DEFAULT_WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "defs" / "workflows" / "specs"
+WORKFLOWS_QUEUE = "workflows"
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+# Names become parts of Dagster job and op names.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=60)]
+
+
+class DispatchSpec(BaseModel):
+    """`send_task(task, args, kwargs, queue=queue)`; the wait covers queueing and running."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: str = Field(min_length=1)
+    queue: str
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    timeout_seconds: float = Field(default=3600.0, gt=0)
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    description: str | None = None
+    depends_on: list[Name] = []
+    op: str | None = None
+    params: dict[str, Any] = {}
+    queue: str = WORKFLOWS_QUEUE
+    dispatch: DispatchSpec | None = None
+
+
+class WorkflowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    description: str | None = None
+    schedule: str | None = None
+    trigger: Literal["manual"] | None = None
+    steps: list[StepSpec] = Field(min_length=1)
+    _source: Path | None = PrivateAttr(default=None)
+    _name_line: int | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this spec was loaded from."""
+        return self._source
+
+    def step(self, name: str) -> StepSpec:
+        return next(step for step in self.steps if step.name == name)
+
+    def ordered_steps(self) -> list[StepSpec]:
+        """Steps with every dependency before its dependents (the spec is acyclic)."""
+        done: set[str] = set()
+        ordered: list[StepSpec] = []
+        pending = list(self.steps)
+        while pending:
+            ready = [s for s in pending if done.issuperset(s.depends_on)]
+            ordered += ready
+            done.update(s.name for s in ready)
+            pending = [s for s in pending if s.name not in done]
+        return ordered
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    path: Path
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{where}: {self.field or '(document)'}: {self.message}"
+
+
+class WorkflowSpecError(ValueError):
+    """One or more invalid workflow specs; each problem names its file, line and field."""
+
+    def __init__(self, problems: Sequence[SpecProblem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  {problem}" for problem in self.problems)
+        super().__init__(
+            f"invalid workflow spec ({len(self.problems)} problem(s)):\n{lines}\n"
+            "Fix the spec, or move it out of the workflows folder."
+        )
+
+
+Loc = tuple[str | int, ...]
+
+
+def workflows_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The folder of specs: ALPHASWARM_WORKFLOWS_DIR, else the examples shipped in the package."""
+    env = os.environ if env is None else env
+    raw = (env.get(WORKFLOWS_DIR) or "").strip()
+    if not raw:
+        return DEFAULT_WORKFLOWS_DIR
+    path = Path(raw).expanduser().absolute()
+    if not path.is_dir():
+        raise SettingsError(
+            f"{WORKFLOWS_DIR}={raw!r} is not a directory: point it at a folder of workflow "
+            f"spec files (*.yaml), or unset it to use {DEFAULT_WORKFLOWS_DIR}"
+        )
+    return path
+
+
+def load_specs(directory: Path) -> list[WorkflowSpec]:
+    """Load every spec in `directory` (sorted by file name); all problems are raised at once."""
+    problems: list[SpecProblem] = []
+    specs: list[WorkflowSpec] = []
+    first_seen: dict[str, WorkflowSpec] = {}
+    for path in sorted(p for p in directory.iterdir() if p.suffix in SPEC_SUFFIXES):
+        try:
+            spec = load_spec(path)
+        except WorkflowSpecError as exc:
+            problems += exc.problems
+            continue
+        if spec.name in first_seen:
+            problems.append(
+                SpecProblem(
+                    path,
+                    spec._name_line,
+                    "name",
+                    f"duplicate workflow name {spec.name!r}: already defined in "
+                    f"{first_seen[spec.name].source}. Workflow names must be unique.",
+                )
+            )
+            continue
+        first_seen[spec.name] = spec
+        specs.append(spec)
+    if problems:
+        raise WorkflowSpecError(problems)
+    return specs
+
+
+def load_spec(path: Path) -> WorkflowSpec:
+    """Parse and validate one spec file, raising WorkflowSpecError with every problem found."""
+    loader = yaml.SafeLoader(path.read_text())
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise WorkflowSpecError([SpecProblem(path, line, "", f"not valid YAML: {exc}")]) from exc
+    finally:
+        loader.dispose()
+    located = _Locator(path, node)
+    if not isinstance(data, dict):
+        raise WorkflowSpecError(
+            [located.problem((), "a workflow spec is a mapping with name, steps, schedule/trigger")]
+        )
+    problems = located.duplicate_keys()
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        problems += [located.problem(err["loc"], err["msg"]) for err in exc.errors()]
+        raise WorkflowSpecError(problems) from exc
+    problems += [located.problem(loc, message) for loc, message in _semantic_problems(spec)]
+    if problems:
+        raise WorkflowSpecError(problems)
+    spec._source = path
+    spec._name_line = located.line(("name",))
+    return spec
+
+
+def _semantic_problems(spec: WorkflowSpec) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    if spec.schedule is not None and spec.trigger is not None:
+        problems.append((("trigger",), "give either `schedule` (cron) or `trigger`, not both"))
+    if spec.schedule is not None:
+        try:
+            dg.ScheduleDefinition(
+                name="cron_check", job_name="cron_check", cron_schedule=spec.schedule
+            )
+        except dg.DagsterInvalidDefinitionError:
+            problems.append(
+                (
+                    ("schedule",),
+                    f"invalid cron schedule {spec.schedule!r}: use five fields, "
+                    "minute hour day-of-month month day-of-week, e.g. '0 2 * * *'",
+                )
+            )
+
+    index: dict[str, int] = {}
+    for i, step in enumerate(spec.steps):
+        if step.name in index:
+            problems.append(
+                (
+                    ("steps", i, "name"),
+                    f"duplicate step name {step.name!r} (also steps[{index[step.name]}])",
+                )
+            )
+        else:
+            index[step.name] = i
+    for i, step in enumerate(spec.steps):
+        problems += _step_problems(i, step)
+        for j, dep in enumerate(step.depends_on):
+            if dep not in index:
+                problems.append(
+                    (
+                        ("steps", i, "depends_on", j),
+                        f"unknown step {dep!r} in depends_on of {step.name!r}: "
+                        f"steps are {', '.join(index)}",
+                    )
+                )
+    if not problems:
+        cycle = _find_cycle(spec)
+        if cycle:
+            problems.append(
+                (
+                    ("steps", index[cycle[0]], "depends_on"),
+                    f"dependency cycle: {' -> '.join(cycle)}",
+                )
+            )
+    return problems
+
+
+def _step_problems(i: int, step: StepSpec) -> list[tuple[Loc, str]]:
+    at: Loc = ("steps", i)
+    where = f"step {step.name!r}"
+    if (step.op is None) == (step.dispatch is None):
+        return [
+            (
+                at,
+                f"{where} needs exactly one of `op` (a light step: {', '.join(LIGHT_STEPS)}) "
+                "or `dispatch` (a task on an executor queue)",
+            )
+        ]
+    problems: list[tuple[Loc, str]] = []
+    if step.dispatch is not None:
+        for key in ("queue", "params"):
+            if key in step.model_fields_set:
+                problems.append(
+                    (
+                        (*at, key),
+                        f"{where} is a dispatch: it runs on the {WORKFLOWS_QUEUE!r} queue and "
+                        f"takes no `{key}`; put the target in dispatch.queue and the task's "
+                        "inputs in dispatch.args/kwargs",
+                    )
+                )
+        try:
+            check_heavy_queue(step.dispatch.queue, where=where)
+        except QueueError as exc:
+            problems.append(((*at, "dispatch", "queue"), str(exc)))
+        for key in ("args", "kwargs"):
+            try:
+                json.dumps(getattr(step.dispatch, key))
+            except (TypeError, ValueError) as exc:
+                problems.append(
+                    ((*at, "dispatch", key), f"must be JSON data (quote dates as strings): {exc}")
+                )
+        return problems
+    light = LIGHT_STEPS.get(step.op or "")
+    if light is None:
+        problems.append(
+            (
+                (*at, "op"),
+                f"unknown light step {step.op!r} in {where}: available {', '.join(LIGHT_STEPS)}",
+            )
+        )
+    else:
+        try:
+            light.params.model_validate(step.params)
+        except ValidationError as exc:
+            problems += [((*at, "params", *err["loc"]), err["msg"]) for err in exc.errors()]
+    try:
+        check_light_queue(step.queue, where=where)
+    except QueueError as exc:
+        problems.append(((*at, "queue"), str(exc)))
+    return problems
+
+
+def _find_cycle(spec: WorkflowSpec) -> list[str]:
+    """A dependency cycle as [a, b, ..., a], or [] if there is none."""
+    deps = {step.name: step.depends_on for step in spec.steps}
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(name: str) -> list[str]:
+        state[name] = "active"
+        path.append(name)
+        for dep in deps[name]:
+            if state.get(dep) == "active":
+                return [*path[path.index(dep) :], dep]
+            if dep not in state and (cycle := visit(dep)):
+                return cycle
+        path.pop()
+        state[name] = "done"
+        return []
+
+    for name in deps:
+        if name not in state and (cycle := visit(name)):
+            return cycle
+    return []
+
+
+class _Locator:
+    """Maps a validation error's location (('steps', 2, 'dispatch', 'queue')) to a YAML line."""
+
+    def __init__(self, path: Path, root: yaml.Node | None) -> None:
+        self.path = path
+        self.root = root
+
+    def problem(self, loc: Sequence[str | int], message: str) -> SpecProblem:
+        return SpecProblem(self.path, self.line(loc), _field(loc), message)
+
+    def line(self, loc: Sequence[str | int]) -> int | None:
+        """The line of the deepest key or item of `loc` present (a missing field: its parent)."""
+        node = self.root
+        if node is None:
+            return None
+        line = node.start_mark.line
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                pair = next(((k, v) for k, v in node.value if k.value == part), None)
+                if pair is None:
+                    break
+                line, node = pair[0].start_mark.line, pair[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if not 0 <= part < len(node.value):
+                    break
+                node = node.value[part]
+                line = node.start_mark.line
+            else:
+                break
+        return line + 1
+
+    def duplicate_keys(self) -> list[SpecProblem]:
+        """YAML keeps the last of two equal keys silently; a spec must not rely on that."""
+        problems: list[SpecProblem] = []
+        stack: list[tuple[yaml.Node, Loc]] = [(self.root, ())] if self.root is not None else []
+        while stack:
+            node, loc = stack.pop()
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[str, int] = {}
+                for key, value in node.value:
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        problems.append(
+                            SpecProblem(
+                                self.path,
+                                line,
+                                _field((*loc, str(key.value))),
+                                f"duplicate key {key.value!r} (first at line {seen[key.value]})",
+                            )
+                        )
+                    else:
+                        seen[key.value] = line
+                    stack.append((value, (*loc, str(key.value))))
+            elif isinstance(node, yaml.SequenceNode):
+                stack.extend((item, (*loc, i)) for i, item in enumerate(node.value))
+        return problems
+
+
+def _field(loc: Sequence[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

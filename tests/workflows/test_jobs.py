@@ -1,0 +1,151 @@
+"""Specs become jobs and schedules; light steps run in-process on the embedded default."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from alphaswarm_orch.definitions import build_definitions
+from alphaswarm_orch.routing import step_queues
+from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.tags import WORKLOAD_TAG
+from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR, WorkflowSpecError
+from tests.workflows.test_spec import VALID, write
+
+LIGHT_ONLY = """\
+name: light
+trigger: manual
+steps:
+  - name: hello
+    op: log
+    params: {message: hello from a spec}
+  - name: ping
+    op: http_check
+    params: {url: "URL"}
+  - name: done
+    op: noop
+    depends_on: [hello, ping]
+"""
+
+
+@pytest.fixture
+def http_status() -> Iterator[tuple[str, list[int]]]:
+    """A real HTTP server on 127.0.0.1 answering GET with the status in the list's head."""
+    status = [200]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status[0])
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/health", status
+    server.shutdown()
+    server.server_close()
+
+
+def definitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *specs: str) -> dg.Definitions:
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    for i, text in enumerate(specs):
+        write(folder, f"spec{i}.yaml", text)
+    monkeypatch.setenv(WORKFLOWS_DIR, str(folder))
+    return build_definitions(Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path)}))
+
+
+def test_each_spec_becomes_a_job_with_its_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defs = definitions(tmp_path, monkeypatch, VALID, LIGHT_ONLY.replace("URL", "http://h/"))
+    job = defs.resolve_job_def("workflows_nightly_job")
+    assert job.tags[WORKLOAD_TAG] == "workflow"
+    assert job.tags["alphaswarm/workflow"] == "nightly"
+    # Every step, dispatch included, runs on the light `workflows` queue.
+    assert step_queues(job) == dict.fromkeys(["announce", "backtest", "check", "done"], "workflows")
+    deps = {
+        node.name: sorted(
+            i.node.name
+            for i in job.graph.dependency_structure.all_upstream_outputs_from_node(node.name)
+        )
+        for node in job.nodes
+    }
+    assert deps == {
+        "announce": [],
+        "backtest": ["announce"],
+        "check": [],
+        "done": ["backtest", "check"],
+    }
+
+    schedule = defs.resolve_schedule_def("workflows_nightly_job_schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.job_name == "workflows_nightly_job"
+    assert defs.resolve_job_def("workflows_light_job").tags[WORKLOAD_TAG] == "workflow"
+    schedules = defs.get_repository_def().schedule_defs
+    assert [s.name for s in schedules] == ["workflows_nightly_job_schedule"]
+
+
+def test_a_bad_spec_fails_the_code_location_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = VALID.replace("queue: backtest", "queue: workflows")
+    with pytest.raises(WorkflowSpecError, match=r"spec1\.yaml:11: steps\[1\]\.dispatch\.queue"):
+        definitions(tmp_path, monkeypatch, LIGHT_ONLY.replace("URL", "http://h/"), bad)
+
+
+def test_light_steps_run_and_record_their_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_status: tuple[str, list[int]]
+) -> None:
+    url, _status = http_status
+    job = definitions(tmp_path, monkeypatch, LIGHT_ONLY.replace("URL", url)).resolve_job_def(
+        "workflows_light_job"
+    )
+    result = job.execute_in_process()
+    assert result.success
+    assert {e.step_key for e in result.get_step_success_events()} == {"hello", "ping", "done"}
+    outputs = {
+        e.step_key: e.step_output_data.metadata for e in result.all_events if e.is_successful_output
+    }
+    assert outputs["hello"]["result"].value == {"message": "hello from a spec"}
+    ping = outputs["ping"]["result"].value
+    assert (ping["url"], ping["status"]) == (url, 200)
+
+
+def test_a_failed_http_check_fails_its_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_status: tuple[str, list[int]]
+) -> None:
+    url, status = http_status
+    status[0] = 503
+    job = definitions(tmp_path, monkeypatch, LIGHT_ONLY.replace("URL", url)).resolve_job_def(
+        "workflows_light_job"
+    )
+    result = job.execute_in_process(raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "ping"
+    assert (
+        f"GET {url} returned 503, expected 200"
+        in failure.step_failure_data.user_failure_data.description
+    )
+    assert "done" not in {e.step_key for e in result.get_step_success_events()}
+
+
+def test_a_dispatch_without_a_broker_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = definitions(tmp_path, monkeypatch, VALID).resolve_job_def("workflows_nightly_job")
+    result = job.execute_in_process(raise_on_error=False, op_selection=["announce", "backtest"])
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "backtest"
+    message = failure.step_failure_data.error.cause.message
+    assert "workflow step 'backtest' (dispatch to 'backtest') needs a Celery broker" in message
+    assert "ALPHASWARM_BROKER_URL" in message

@@ -1,0 +1,362 @@
+"""Spec loading: valid specs load, and each kind of bad spec names its file, line and field."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from alphaswarm_orch.settings import SettingsError
+from alphaswarm_orch.workflows.spec import (
+    DEFAULT_WORKFLOWS_DIR,
+    WORKFLOWS_DIR,
+    SpecProblem,
+    WorkflowSpecError,
+    load_spec,
+    load_specs,
+    workflows_dir,
+)
+
+VALID = """\
+name: nightly
+schedule: "0 2 * * *"
+steps:
+  - name: announce
+    op: log
+    params: {message: hello}
+  - name: backtest
+    depends_on: [announce]
+    dispatch:
+      task: backtest.run
+      queue: backtest
+      kwargs: {strategy: momentum}
+      timeout_seconds: 60
+  - name: check
+    op: http_check
+    params: {url: "http://127.0.0.1:1/health"}
+  - name: done
+    op: noop
+    depends_on: [backtest, check]
+"""
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems_of(tmp_path: Path, text: str) -> list[SpecProblem]:
+    path = write(tmp_path, "spec.yaml", text)
+    with pytest.raises(WorkflowSpecError) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+    return info.value.problems
+
+
+def only_problem(tmp_path: Path, text: str) -> SpecProblem:
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_valid_spec_loads_with_steps_in_dependency_order(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, "nightly.yaml", VALID))
+    assert spec.name == "nightly"
+    assert spec.schedule == "0 2 * * *"
+    assert spec.source == tmp_path / "nightly.yaml"
+    assert spec.step("backtest").dispatch.queue == "backtest"
+    order = [step.name for step in spec.ordered_steps()]
+    assert order.index("announce") < order.index("backtest") < order.index("done")
+    assert order.index("check") < order.index("done")
+
+
+def test_the_shipped_examples_load_by_default() -> None:
+    assert workflows_dir({}) == DEFAULT_WORKFLOWS_DIR
+    assert [spec.name for spec in load_specs(DEFAULT_WORKFLOWS_DIR)] == ["example_backtest"]
+
+
+def test_workflows_dir_must_be_a_directory(tmp_path: Path) -> None:
+    assert workflows_dir({WORKFLOWS_DIR: str(tmp_path)}) == tmp_path
+    with pytest.raises(SettingsError, match=f"{WORKFLOWS_DIR}=.*missing.*is not a directory"):
+        workflows_dir({WORKFLOWS_DIR: str(tmp_path / "missing")})
+
+
+def test_cycle_names_the_steps_and_the_depends_on_line(tmp_path: Path) -> None:
+    problem = only_problem(
+        tmp_path,
+        """\
+        name: loop
+        steps:
+          - name: a
+            op: noop
+            depends_on: [c]
+          - name: b
+            op: noop
+            depends_on: [a]
+          - name: c
+            op: noop
+            depends_on: [b]
+        """,
+    )
+    assert problem.field == "steps[0].depends_on"
+    assert problem.line == 5
+    assert "dependency cycle: a -> c -> b -> a" in problem.message
+
+
+def test_self_dependency_is_a_cycle(tmp_path: Path) -> None:
+    problem = only_problem(
+        tmp_path,
+        """\
+        name: selfish
+        steps:
+          - name: a
+            op: noop
+            depends_on: [a]
+        """,
+    )
+    assert (problem.field, problem.line) == ("steps[0].depends_on", 5)
+    assert "a -> a" in problem.message
+
+
+def test_unknown_step_in_depends_on(tmp_path: Path) -> None:
+    problem = only_problem(
+        tmp_path,
+        """\
+        name: typo
+        steps:
+          - name: fetch
+            op: noop
+          - name: report
+            op: noop
+            depends_on:
+              - fetch
+              - fecth
+        """,
+    )
+    assert (problem.field, problem.line) == ("steps[1].depends_on[1]", 9)
+    assert "unknown step 'fecth'" in problem.message
+    assert "steps are fetch, report" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("queue", "expected"),
+    [("nope", "unknown queue 'nope'"), ("backtest", "heavy executor queue")],
+)
+def test_light_step_queue_must_be_a_light_queue(tmp_path: Path, queue: str, expected: str) -> None:
+    problem = only_problem(
+        tmp_path,
+        f"""\
+        name: routed
+        steps:
+          - name: a
+            op: noop
+            queue: {queue}
+        """,
+    )
+    assert (problem.field, problem.line) == ("steps[0].queue", 5)
+    assert expected in problem.message
+
+
+@pytest.mark.parametrize(
+    ("queue", "expected"),
+    [
+        ("workflows", "'workflows' (step 'run') is a light queue"),
+        ("gpu", "unknown queue 'gpu'"),
+    ],
+)
+def test_dispatch_target_must_be_an_executor_queue(
+    tmp_path: Path, queue: str, expected: str
+) -> None:
+    problem = only_problem(
+        tmp_path,
+        f"""\
+        name: misrouted
+        steps:
+          - name: run
+            dispatch:
+              task: backtest.run
+              queue: {queue}
+        """,
+    )
+    assert (problem.field, problem.line) == ("steps[0].dispatch.queue", 6)
+    assert expected in problem.message
+    assert "backtest" in problem.message  # lists the legal targets
+
+
+@pytest.mark.parametrize("cron", ["0 2 * *", "61 * * * *", "every day", "0 0 31 2 *"])
+def test_invalid_cron_schedule(tmp_path: Path, cron: str) -> None:
+    problem = only_problem(
+        tmp_path,
+        f"""\
+        name: timed
+        schedule: "{cron}"
+        steps:
+          - name: a
+            op: noop
+        """,
+    )
+    assert (problem.field, problem.line) == ("schedule", 2)
+    assert f"invalid cron schedule {cron!r}" in problem.message
+
+
+def test_schedule_and_trigger_are_exclusive(tmp_path: Path) -> None:
+    problem = only_problem(
+        tmp_path,
+        """\
+        name: both
+        schedule: "0 * * * *"
+        trigger: manual
+        steps:
+          - name: a
+            op: noop
+        """,
+    )
+    assert (problem.field, problem.line) == ("trigger", 3)
+
+
+def test_duplicate_step_names(tmp_path: Path) -> None:
+    problem = only_problem(
+        tmp_path,
+        """\
+        name: twins
+        steps:
+          - name: a
+            op: noop
+          - name: a
+            op: noop
+        """,
+    )
+    assert (problem.field, problem.line) == ("steps[1].name", 5)
+    assert "duplicate step name 'a'" in problem.message
+
+
+def test_duplicate_workflow_names_across_files(tmp_path: Path) -> None:
+    first = write(tmp_path, "a.yaml", "name: same\nsteps: [{name: a, op: noop}]\n")
+    second = write(tmp_path, "b.yml", "# the copy\nname: same\nsteps: [{name: a, op: noop}]\n")
+    with pytest.raises(WorkflowSpecError) as info:
+        load_specs(tmp_path)
+    [problem] = info.value.problems
+    assert (problem.path, problem.line, problem.field) == (second, 2, "name")
+    assert f"duplicate workflow name 'same': already defined in {first}" in problem.message
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
+    problem = only_problem(
+        tmp_path,
+        """\
+        name: keys
+        steps:
+          - name: a
+            op: log
+            op: noop
+        """,
+    )
+    assert (problem.field, problem.line) == ("steps[0].op", 5)
+    assert "duplicate key 'op' (first at line 4)" in problem.message
+
+
+def test_schema_errors_name_the_field_and_line(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        """\
+        name: Bad-Name
+        steps:
+          - name: a
+            op: noop
+            retries: 3
+          - name: b
+            dispatch:
+              queue: backtest
+        """,
+    )
+    found = {(p.field, p.line) for p in problems}
+    assert found == {
+        ("name", 1),
+        ("steps[0].retries", 5),
+        ("steps[1].dispatch.task", 7),
+    }, problems
+
+
+def test_light_step_name_and_params_are_checked(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        """\
+        name: lights
+        steps:
+          - name: a
+            op: sleep
+          - name: b
+            op: log
+            params: {mesage: hi}
+          - name: c
+            op: http_check
+            params:
+              url: "ftp://example"
+        """,
+    )
+    by_field = {p.field: p for p in problems}
+    assert "unknown light step 'sleep'" in by_field["steps[0].op"].message
+    assert by_field["steps[0].op"].line == 4
+    assert by_field["steps[1].params.message"].line == 7  # missing: the params mapping's line
+    assert by_field["steps[1].params.mesage"].line == 7
+    assert by_field["steps[2].params.url"].line == 11
+
+
+def test_a_step_is_either_light_or_dispatch(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        """\
+        name: shapes
+        steps:
+          - name: neither
+          - name: both
+            op: noop
+            dispatch: {task: backtest.run, queue: backtest}
+          - name: routed_dispatch
+            queue: workflows
+            dispatch: {task: backtest.run, queue: backtest}
+        """,
+    )
+    by_field = {p.field: p for p in problems}
+    assert "exactly one of `op`" in by_field["steps[0]"].message
+    assert by_field["steps[0]"].line == 3
+    assert by_field["steps[1]"].line == 4
+    assert "takes no `queue`" in by_field["steps[2].queue"].message
+    assert by_field["steps[2].queue"].line == 8
+
+
+def test_dispatch_arguments_must_be_json(tmp_path: Path) -> None:
+    problem = only_problem(
+        tmp_path,
+        """\
+        name: dated
+        steps:
+          - name: a
+            dispatch:
+              task: backtest.run
+              queue: backtest
+              kwargs: {start: 2024-01-01}
+        """,
+    )
+    assert (problem.field, problem.line) == ("steps[0].dispatch.kwargs", 7)
+    assert "JSON" in problem.message
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, "name: broken\nsteps:\n  - name: [a\n")
+    assert problem.line == 4
+    assert "not valid YAML" in problem.message
+
+
+def test_all_bad_files_are_reported_together(tmp_path: Path) -> None:
+    bad_cron = write(tmp_path, "a.yaml", "name: a\nschedule: nope\nsteps: [{name: s, op: noop}]\n")
+    bad_dep = write(tmp_path, "b.yaml", "name: b\nsteps: [{name: s, op: noop, depends_on: [x]}]\n")
+    write(tmp_path, "notes.txt", "not a spec")
+    with pytest.raises(WorkflowSpecError) as info:
+        load_specs(tmp_path)
+    assert [p.path for p in info.value.problems] == [bad_cron, bad_dep]
+    message = str(info.value)
+    assert f"{bad_cron}:2: schedule:" in message
+    assert f"{bad_dep}:2: steps[0].depends_on[0]:" in message
