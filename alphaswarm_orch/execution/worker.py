@@ -3,41 +3,67 @@
 `alphaswarm-orch worker` validates the queues against the queue table and then runs Celery
 *in this process* (no wrapper, no child `celery` process), so under `exec` it is PID 1 and
 receives SIGTERM directly, and a deploy that restarts the process reloads the code.
+
+Before Celery starts, the worker binds ALPHASWARM_METRICS_PORT (/metrics, /healthz, /readyz),
+puts prometheus-client in multiprocess mode for its pool children, and hooks the consumer's
+heartbeat; SIGTERM is Celery's warm shutdown (stop consuming, finish running tasks, exit).
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import shutil
 import socket
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_shutting_down
 from dagster_celery.make_app import make_app
 
+from alphaswarm_orch.control import health, metrics
 from alphaswarm_orch.execution.celery_config import celery_config
 from alphaswarm_orch.execution.tasks import register_tasks
 from alphaswarm_orch.queues import parse_queue_list, worker_concurrency
 from alphaswarm_orch.settings import Settings
 
+log = logging.getLogger(__name__)
+
+INCLUDE_ENV = "ALPHASWARM_WORKER_INCLUDE"
+"""Extra task modules for the worker to import, comma-separated (tests register small tasks)."""
+
 
 def make_worker_app(settings: Settings) -> Celery:
     """The Celery app workers run: dagster-celery's step task, our broker and settings."""
+    include = [m.strip() for m in os.environ.get(INCLUDE_ENV, "").split(",") if m.strip()]
     app = make_app(
         {
             "broker": settings.require_broker("the worker"),
             "backend": settings.result_backend,
-            "include": [],
+            "include": include,
             "config_source": celery_config(settings),
+            "events": metrics.MeteredEvents,
         }
     )
+    app.conf.worker_consumer = f"{health.__name__}:HeartbeatConsumer"
+    app.steps["consumer"].add(health.HeartbeatStep)
     register_tasks(app)
     return app
+
+
+def node_name(queues: list[str], name: str | None) -> str:
+    node = name or f"{'-'.join(queues)}@{socket.gethostname()}"
+    if "@" not in node:
+        node = f"{node}@{socket.gethostname()}"
+    return node
 
 
 def worker_argv(
     queues: list[str], concurrency: int, name: str | None, loglevel: str = "INFO"
 ) -> list[str]:
-    node = name or f"{'-'.join(queues)}@{socket.gethostname()}"
-    if "@" not in node:
-        node = f"{node}@{socket.gethostname()}"
     return [
         "worker",
         "--queues",
@@ -49,7 +75,7 @@ def worker_argv(
         "--optimization",
         "fair",
         "--hostname",
-        node,
+        node_name(queues, name),
         "--loglevel",
         loglevel,
     ]
@@ -66,4 +92,62 @@ def run_worker(
     threads = worker_concurrency(names, concurrency)
     settings = Settings.from_env()
     app = make_worker_app(settings)
+    _prepare_operations(app, settings, names, node_name(names, name))
     app.worker_main(argv=worker_argv(names, threads, name, loglevel))
+
+
+def _prepare_operations(app: Celery, settings: Settings, queues: list[str], node: str) -> None:
+    """Metrics (prefork-safe), the health server and the heartbeat, before the pool forks."""
+    metrics.prepare_multiprocess(_multiproc_dir())
+    metrics.connect_task_signals()
+    collector = metrics.WorkerCollector(
+        settings,
+        node,
+        queues,
+        transport_options=dict(app.conf.broker_transport_options or {}),
+        alive=health.HEARTBEAT.alive,
+    )
+    try:
+        server = health.HealthServer(
+            settings.metrics_port,
+            metrics.scrape_registry(collector),
+            broker_url=settings.require_broker("the worker"),
+            node=node,
+            queues=queues,
+        )
+    except OSError as exc:
+        # Metrics and probes are not worth refusing work for; the failing probes show it.
+        log.error(
+            "metrics/health server not started on port %s (%s): set ALPHASWARM_METRICS_PORT "
+            "to a free port",
+            settings.metrics_port,
+            exc,
+        )
+        return
+    server.start()
+    log.info("metrics and health on :%s (/metrics /healthz /readyz)", server.port)
+
+    def close_in_child(**_: Any) -> None:
+        server.close_in_child()
+
+    def draining(**_: Any) -> None:
+        health.HEARTBEAT.drain()
+
+    worker_process_init.connect(close_in_child, weak=False)
+    worker_shutting_down.connect(draining, weak=False)
+
+
+def _multiproc_dir() -> Path:
+    """PROMETHEUS_MULTIPROC_DIR if set (emptied), else a private temp dir removed at exit."""
+    configured = os.environ.get(metrics.MULTIPROC_ENV)
+    if configured:
+        return Path(configured)
+    path = Path(tempfile.mkdtemp(prefix="alphaswarm-metrics-"))
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+    return path

@@ -1,0 +1,226 @@
+"""Worker health: readiness (can this pod reach the broker now?) and liveness (is its consumer
+loop still turning?), served with /metrics on ALPHASWARM_METRICS_PORT.
+
+They answer different questions on purpose. Readiness opens a *fresh* broker connection with a
+short timeout, because a socket held for hours can look alive when it is dead. Liveness never
+touches the broker: a Redis outage must take workers out of rotation, not make Kubernetes
+restart healthy workers in a loop. The consumer's event loop beats a heartbeat every
+HEARTBEAT_SECONDS, and so does Celery's reconnect loop during an outage, and a draining worker
+counts as alive until it exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from celery import bootsteps
+from celery.worker import state as worker_state
+from celery.worker.consumer import Consumer
+from kombu import Connection
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from alphaswarm_orch.settings import redacted
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+LIVENESS_MAX_AGE_SECONDS = 60.0
+"""Default heartbeat age above which /healthz fails (override with ?max_age=S)."""
+READINESS_TIMEOUT_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    detail: str
+    seconds: float
+
+
+def probe_broker(url: str, timeout: float = READINESS_TIMEOUT_SECONDS) -> ProbeResult:
+    """Open a new connection to the broker and round-trip a command, within `timeout`.
+
+    Never reuses a pooled socket: `Connection(url)` is new, and kombu's Redis channel PINGs
+    when it is created, so a dead or frozen server fails here instead of looking connected.
+    """
+    started = time.monotonic()
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    conn = Connection(url, connect_timeout=timeout, transport_options=options)
+    try:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+        conn.default_channel  # noqa: B018 - creating the channel PINGs Redis
+        return ProbeResult(True, f"broker {redacted(url)} reachable", time.monotonic() - started)
+    except Exception as exc:
+        detail = f"broker {redacted(url)} unreachable: {type(exc).__name__}: {exc}"
+        return ProbeResult(False, detail, time.monotonic() - started)
+    finally:
+        conn.release()
+
+
+class Heartbeat:
+    """Monotonic time of the consumer loop's last sign of life, and what it was doing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at = time.monotonic()
+        self.state = "starting"
+
+    def beat(self, state: str) -> None:
+        with self._lock:
+            if self.state != "draining":
+                self.state = state
+            self._at = time.monotonic()
+
+    def drain(self) -> None:
+        """From now on the worker is finishing its tasks and exiting: alive until it exits."""
+        with self._lock:
+            self.state = "draining"
+
+    def age(self) -> float:
+        with self._lock:
+            return time.monotonic() - self._at
+
+    def alive(self, max_age: float = LIVENESS_MAX_AGE_SECONDS) -> bool:
+        return self.state == "draining" or self.age() <= max_age
+
+
+HEARTBEAT = Heartbeat()
+"""The worker process's heartbeat (one worker per process)."""
+
+
+class HeartbeatStep(bootsteps.StartStopStep):
+    """Consumer bootstep: beat from the consumer's event loop while it runs."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Consumer) -> None:
+        HEARTBEAT.beat("consuming")
+        # Entries registered while connecting belong to this connection: Celery cancels them
+        # when it is lost and this step registers a new one when it is back.
+        c.timer.call_repeatedly(HEARTBEAT_SECONDS, HEARTBEAT.beat, ("consuming",))
+
+
+class HeartbeatConsumer(Consumer):
+    """Celery's consumer, beating the heartbeat from its broker (re)connect loop too.
+
+    While Redis is down the consumer sits in kombu's retry loop, not in its event loop; kombu
+    calls `callback` there at least once a second, and that is the sign of life.
+    """
+
+    def ensure_connected(self, conn: Connection) -> Connection:
+        ensure = conn.ensure_connection
+
+        def ensure_with_heartbeat(*args: Any, callback: Callable | None = None, **kw: Any):
+            def tick() -> None:
+                HEARTBEAT.beat("reconnecting")
+                if callback is not None:
+                    callback()
+
+            return ensure(*args, callback=tick, **kw)
+
+        conn.ensure_connection = ensure_with_heartbeat
+        HEARTBEAT.beat("reconnecting")
+        return super().ensure_connected(conn)
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What /healthz reports (the drain command reads node, pid, queues and reserved)."""
+
+    node: str
+    pid: int
+    queues: list[str]
+    state: str
+    heartbeat_age: float
+    active: int
+    reserved: int
+    alive: bool
+
+
+class HealthServer:
+    """/metrics, /healthz and /readyz on one port, served from a daemon thread."""
+
+    def __init__(
+        self,
+        port: int,
+        registry: CollectorRegistry,
+        broker_url: str,
+        node: str,
+        queues: list[str],
+        host: str = "0.0.0.0",
+    ) -> None:
+        self.registry = registry
+        self.broker_url = broker_url
+        self.node = node
+        self.queues = queues
+        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close_in_child(self) -> None:
+        """A forked pool child must not hold the listening socket (the port outlives us)."""
+        self.httpd.socket.close()
+
+    def status(self, max_age: float) -> WorkerStatus:
+        return WorkerStatus(
+            node=self.node,
+            pid=os.getpid(),
+            queues=self.queues,
+            state=HEARTBEAT.state,
+            heartbeat_age=round(HEARTBEAT.age(), 3),
+            active=len(worker_state.active_requests),
+            reserved=len(worker_state.reserved_requests),
+            alive=HEARTBEAT.alive(max_age),
+        )
+
+
+def _handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            query = parse_qs(url.query)
+            try:
+                if url.path == "/metrics":
+                    self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
+                elif url.path == "/healthz":
+                    max_age = float(query.get("max_age", [LIVENESS_MAX_AGE_SECONDS])[0])
+                    status = server.status(max_age)
+                    self._json(200 if status.alive else 503, asdict(status))
+                elif url.path == "/readyz":
+                    timeout = float(query.get("timeout", [READINESS_TIMEOUT_SECONDS])[0])
+                    result = probe_broker(server.broker_url, timeout)
+                    self._json(200 if result.ok else 503, asdict(result))
+                else:
+                    self._json(404, {"error": f"no such path {url.path!r}"})
+            except ValueError as exc:
+                self._json(400, {"error": str(exc)})
+
+        def _json(self, code: int, body: dict[str, Any]) -> None:
+            self._send(code, json.dumps(body).encode(), "application/json")
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("health: " + format, *args)
+
+    return Handler

@@ -1,0 +1,473 @@
+"""Prometheus metrics of a worker, served on :9100/metrics.
+
+Task, worker and queue series keep danihodovic/celery-exporter's names and labels
+(`celery_task_*_total{name,hostname,queue_name}`, `celery_task_runtime`, `celery_queue_length`
+...), so its dashboards and alerts work unchanged; this project's own series are prefixed
+`alphaswarm_`.
+
+Prefork: task events (received, started, succeeded, failed, retried, rejected, revoked) are
+counted in the worker's main process, which sees every task of every child; what only a child
+sees (tasks it sends, Dagster step outcomes) is counted in prometheus-client's multiprocess mode,
+so a scrape sums every process, dead children included. Gauges (queue lengths, kill switch ...)
+are read from Redis when scraped, by the HTTP thread of the main process, with short socket
+timeouts: a scrape never runs on, nor waits for, a process that executes tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery.app.events import Events
+from celery.events.dispatcher import EventDispatcher
+from celery.signals import after_task_publish, task_postrun, task_received
+from celery.utils.nodenames import nodesplit
+from celery.worker import state as worker_state
+from kombu.transport.redis import PRIORITY_STEPS, Channel
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from alphaswarm_orch.control.keys import REQUEST_FAMILIES, dead_letter_stream
+from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.execution.celery_config import SENT_AT_HEADER
+from alphaswarm_orch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+STEP_TASK_NAME = "execute_plan"
+"""The step task; it returns the step's serialized Dagster events (a list, or under "events")."""
+
+TASK_STATES = (
+    "sent",
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "revoked",
+    "rejected",
+)
+_LABELS = ("name", "hostname", "queue_name")
+_STEP_OUTCOMES = {
+    "STEP_SUCCESS": "success",
+    "STEP_FAILURE": "failure",
+    "STEP_UP_FOR_RETRY": "retry",
+    "STEP_SKIPPED": "skipped",
+}
+_REDIS_TIMEOUT_SECONDS = 1.0
+_LEDGER_CACHE_SECONDS = 15.0
+_TRACKED_TASKS = 10_000
+
+
+def prepare_multiprocess(directory: Path) -> Path:
+    """Switch this process (and children forked later) to multiprocess mode in `directory`.
+
+    The directory is emptied first: samples of a previous worker run must not be summed into
+    this one's counters. prometheus-client picks its value class when first imported, so it is
+    re-picked here in case something imported it earlier.
+    """
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(directory)
+    values.ValueClass = values.get_value_class()
+    return directory
+
+
+class TaskMetrics:
+    """The counters and histograms, created once multiprocess mode is set up."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        def counter(state: str) -> Counter:
+            labels = (*_LABELS, "exception") if state == "failed" else _LABELS
+            return Counter(f"celery_task_{state}", _HELP[state], labels, registry=registry)
+
+        self.states = {state: counter(state) for state in TASK_STATES}
+        self.runtime = Histogram(
+            "celery_task_runtime",
+            "Histogram of task runtime measurements.",
+            _LABELS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "celery_task_queue_wait_time",
+            "Seconds from publish to the start of execution.",
+            _LABELS,
+            registry=registry,
+        )
+        self.dagster_steps = Counter(
+            "alphaswarm_dagster_steps",
+            "Dagster step outcomes (success, failure, retry, skipped) by job and queue.",
+            ("job", "queue_name", "outcome"),
+            registry=registry,
+        )
+
+
+_HELP = {
+    "sent": "Sent when a task message is published.",
+    "received": "Sent when the worker receives a task.",
+    "started": "Sent just before the worker executes the task.",
+    "succeeded": "Sent if the task executed successfully.",
+    "failed": "Sent if the execution of the task failed.",
+    "retried": "Sent if the task failed, but will be retried in the future.",
+    "revoked": "Sent if the task has been revoked.",
+    "rejected": "The task was rejected by the worker, possibly to be re-queued.",
+}
+
+_metrics: TaskMetrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def task_metrics() -> TaskMetrics:
+    global _metrics
+    with _metrics_lock:
+        if _metrics is None:
+            _metrics = TaskMetrics()
+        return _metrics
+
+
+def hostname_label(node: str) -> str:
+    """celery-exporter's `hostname` label: the host part of `name@host` (bounded cardinality)."""
+    return nodesplit(node)[1] or node
+
+
+class _Tracked:
+    """What the main process remembers about a received task until it ends."""
+
+    __slots__ = ("labels", "sent_at")
+
+    def __init__(self, labels: dict[str, str], sent_at: float | None) -> None:
+        self.labels = labels
+        self.sent_at = sent_at
+
+
+_tracked: OrderedDict[str, _Tracked] = OrderedDict()
+_tracked_lock = threading.Lock()
+
+
+def _queue_of(delivery_info: dict[str, Any] | None) -> str:
+    # Celery publishes to a named queue through the anonymous exchange, routing key = queue.
+    info = delivery_info or {}
+    return str(info.get("routing_key") or info.get("queue") or "unknown")
+
+
+def _on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
+    labels = {
+        "name": request.name,
+        "hostname": hostname_label(request.hostname or getattr(sender, "hostname", "")),
+        "queue_name": _queue_of(request.delivery_info),
+    }
+    sent_at = request.request_dict.get(SENT_AT_HEADER)
+    with _tracked_lock:
+        _tracked[request.id] = _Tracked(labels, float(sent_at) if sent_at else None)
+        while len(_tracked) > _TRACKED_TASKS:
+            _tracked.popitem(last=False)
+    task_metrics().states["received"].labels(**labels).inc()
+
+
+class MeteredEventDispatcher(EventDispatcher):
+    """Counts every task event this process emits, as celery-exporter counts them on the wire.
+
+    Counting at the source instead of on the event stream keeps the numbers right when the
+    broker drops events and needs no separate exporter process.
+    """
+
+    def send(self, type: str, blind: bool = False, **fields: Any) -> Any:
+        if type.startswith("task-"):
+            _count_event(type[len("task-") :], self.hostname, fields)
+        return super().send(type, blind=blind, **fields)
+
+
+class MeteredEvents(Events):
+    """`Celery(events=...)` class whose dispatchers count task events."""
+
+    dispatcher_cls = "alphaswarm_orch.control.metrics:MeteredEventDispatcher"
+
+
+def _count_event(state: str, node: str, fields: dict[str, Any]) -> None:
+    if state not in TASK_STATES or state in ("sent", "received"):
+        return
+    metrics = task_metrics()
+    uuid = fields.get("uuid", "")
+    with _tracked_lock:
+        tracked = _tracked.get(uuid)
+        if state in ("succeeded", "failed", "retried", "revoked", "rejected"):
+            _tracked.pop(uuid, None)
+    if tracked is None:
+        labels = {"name": "unknown", "hostname": hostname_label(node), "queue_name": "unknown"}
+    else:
+        labels = tracked.labels
+    if state == "failed":
+        metrics.states["failed"].labels(**labels, exception=_exception_class(fields)).inc()
+        return
+    metrics.states[state].labels(**labels).inc()
+    if state == "started" and tracked is not None and tracked.sent_at is not None:
+        metrics.queue_wait.labels(**labels).observe(max(0.0, time.time() - tracked.sent_at))
+    elif state == "succeeded" and fields.get("runtime") is not None:
+        metrics.runtime.labels(**labels).observe(float(fields["runtime"]))
+
+
+def _on_task_published(
+    sender: Any = None,
+    headers: dict[str, Any] | None = None,
+    exchange: str = "",
+    routing_key: str = "",
+    **_: Any,
+) -> None:
+    """A task sent from this worker (a workflow step dispatching a heavy task)."""
+    labels = {
+        "name": str((headers or {}).get("task") or sender),
+        "hostname": hostname_label(socket.gethostname()),
+        "queue_name": routing_key if not exchange else f"{exchange}:{routing_key}",
+    }
+    task_metrics().states["sent"].labels(**labels).inc()
+
+
+def _exception_class(fields: dict[str, Any]) -> str:
+    text = str(fields.get("exception") or "")
+    head = text.split("(", 1)[0].strip()
+    return head if head.isidentifier() else "UnknownException"
+
+
+def _on_task_postrun(
+    sender: Any = None, task: Any = None, retval: Any = None, args: Any = None, **_: Any
+) -> None:
+    """In the child: count the Dagster step outcomes a step task returned."""
+    events = retval.get("events") if isinstance(retval, dict) else retval
+    if task is None or task.name != STEP_TASK_NAME or not isinstance(events, list):
+        return
+    job = _job_name(args[0] if args else None)
+    queue = _queue_of(getattr(task.request, "delivery_info", None))
+    counter = task_metrics().dagster_steps
+    for raw in events:
+        try:
+            event_type = json.loads(raw).get("event_type_value")
+        except (TypeError, ValueError, AttributeError):
+            continue
+        outcome = _STEP_OUTCOMES.get(event_type)
+        if outcome is not None:
+            counter.labels(job=job, queue_name=queue, outcome=outcome).inc()
+
+
+def _job_name(packed: Any) -> str:
+    # ExecuteStepArgs as packed by dagster's serdes; the job name keeps its legacy key.
+    if not isinstance(packed, dict):
+        return "unknown"
+    origin = packed.get("pipeline_origin") or packed.get("job_origin")
+    if isinstance(origin, dict):
+        name = origin.get("pipeline_name") or origin.get("job_name")
+        if name:
+            return str(name)
+    return "unknown"
+
+
+def connect_task_signals() -> None:
+    """Count sent and received tasks and (in children) Dagster step outcomes."""
+    after_task_publish.connect(_on_task_published, weak=False, dispatch_uid="alphaswarm-metrics-tx")
+    task_received.connect(_on_task_received, weak=False, dispatch_uid="alphaswarm-metrics-rx")
+    task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="alphaswarm-metrics-step")
+
+
+def priority_queue_keys(queue: str, transport_options: dict[str, Any]) -> list[str]:
+    """Every Redis list kombu stores `queue` in: one per priority step (`q`, `q\\x06\\x163` ...)."""
+    steps = transport_options.get("priority_steps", PRIORITY_STEPS)
+    sep = transport_options.get("sep", Channel.sep)
+    prefix = transport_options.get("global_keyprefix", Channel.global_keyprefix)
+    return [f"{prefix}{queue}{sep}{pri}" if pri else f"{prefix}{queue}" for pri in steps]
+
+
+def queue_lengths(
+    client: redis.Redis, queues: Iterable[str], transport_options: dict[str, Any]
+) -> dict[str, int]:
+    """Messages waiting per queue, all priorities summed, in one round trip."""
+    queues = list(queues)
+    keyed = [(q, priority_queue_keys(q, transport_options)) for q in queues]
+    pipe = client.pipeline(transaction=False)
+    for _queue, keys in keyed:
+        for key in keys:
+            pipe.llen(key)
+    counts = iter(pipe.execute())
+    return {queue: sum(next(counts) for _ in keys) for queue, keys in keyed}
+
+
+def unacked_by_queue(client: redis.Redis, transport_options: dict[str, Any]) -> dict[str, int]:
+    """Messages delivered but not yet acked (running, or held by a dead worker), per queue."""
+    prefix = transport_options.get("global_keyprefix", Channel.global_keyprefix)
+    key = prefix + transport_options.get("unacked_key", Channel.unacked_key)
+    counts: dict[str, int] = {}
+    for raw in client.hvals(key):
+        try:
+            _payload, exchange, routing_key = json.loads(raw)
+        except (TypeError, ValueError):
+            continue
+        queue = routing_key if not exchange else f"{exchange}:{routing_key}"
+        counts[queue] = counts.get(queue, 0) + 1
+    return counts
+
+
+class WorkerCollector(Collector):
+    """Gauges read at scrape time: worker state, queues, kill switch, dead letters, ledger lag."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        node: str,
+        queues: list[str],
+        transport_options: dict[str, Any],
+        alive: Callable[[], bool],
+    ) -> None:
+        self.settings = settings
+        self.hostname = hostname_label(node)
+        self.queues = queues
+        self.transport_options = transport_options
+        self.alive = alive
+        self.broker = _client(settings.require_broker("worker metrics"))
+        self.control = (
+            self.broker
+            if settings.redis_url == settings.broker_url
+            else _client(settings.require_redis("worker metrics"))
+        )
+        self._ledger_cache: tuple[float, list[GaugeMetricFamily]] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "celery_worker_up",
+            "Indicates if a worker has recently sent a heartbeat.",
+            labels=["hostname"],
+        )
+        up.add_metric([self.hostname], 1 if self.alive() else 0)
+        yield up
+        active = GaugeMetricFamily(
+            "celery_worker_tasks_active",
+            "The number of tasks the worker is currently processing",
+            labels=["hostname"],
+        )
+        active.add_metric([self.hostname], len(worker_state.active_requests))
+        yield active
+        sources = GaugeMetricFamily(
+            "alphaswarm_metrics_source_up",
+            "1 if the last scrape could read this source (broker, redis, ledger).",
+            labels=["source"],
+        )
+        yield from self._broker_series(sources)
+        yield from self._control_series(sources)
+        yield from self._ledger_series(sources)
+        yield sources
+
+    def _broker_series(self, sources: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+        try:
+            lengths = queue_lengths(self.broker, self.queues, self.transport_options)
+            unacked = unacked_by_queue(self.broker, self.transport_options)
+        except redis.RedisError as exc:
+            log.warning("metrics: broker unreadable: %s", exc)
+            sources.add_metric(["broker"], 0)
+            return
+        sources.add_metric(["broker"], 1)
+        length = GaugeMetricFamily(
+            "celery_queue_length",
+            "The number of message in broker queue.",
+            labels=["queue_name"],
+        )
+        inflight = GaugeMetricFamily(
+            "alphaswarm_queue_unacked",
+            "Messages delivered to a worker and not yet acknowledged, per queue.",
+            labels=["queue_name"],
+        )
+        for queue in self.queues:
+            length.add_metric([queue], lengths[queue])
+            inflight.add_metric([queue], unacked.get(queue, 0))
+        yield length
+        yield inflight
+
+    def _control_series(self, sources: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+        switch = KillSwitch(self.control, self.settings.kill_switch_key)
+        scopes = {"global": switch.key_for(None), **{q: switch.key_for(q) for q in self.queues}}
+        try:
+            pipe = self.control.pipeline(transaction=False)
+            pipe.mget(list(scopes.values()))
+            for family in REQUEST_FAMILIES:
+                pipe.xlen(dead_letter_stream(family))
+            switches, *lengths = pipe.execute()
+            engaged = {scope: raw is not None for scope, raw in zip(scopes, switches, strict=True)}
+            dead = dict(zip(REQUEST_FAMILIES, lengths, strict=True))
+        except redis.RedisError as exc:
+            log.warning("metrics: redis unreadable: %s", exc)
+            sources.add_metric(["redis"], 0)
+            return
+        sources.add_metric(["redis"], 1)
+        kill = GaugeMetricFamily(
+            "alphaswarm_kill_switch_engaged",
+            "1 while the kill switch (scope=global, or a queue's own key) is set.",
+            labels=["scope"],
+        )
+        for scope, value in engaged.items():
+            kill.add_metric([scope], 1 if value else 0)
+        yield kill
+        letters = GaugeMetricFamily(
+            "alphaswarm_sensor_dead_letters",
+            "Malformed requests in each family's dead-letter stream.",
+            labels=["family"],
+        )
+        for family, count in dead.items():
+            letters.add_metric([family], count)
+        yield letters
+
+    def _ledger_series(self, sources: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+        now = time.monotonic()
+        if self._ledger_cache is None or now - self._ledger_cache[0] > _LEDGER_CACHE_SECONDS:
+            self._ledger_cache = (now, ledger_lag_series(self.settings))
+        series = self._ledger_cache[1]
+        if series:
+            sources.add_metric(["ledger"], 1)
+            yield from series
+
+
+def ledger_lag_series(settings: Settings) -> list[GaugeMetricFamily]:
+    """Ledger mirror lag, if the ledger package is installed and answers; else no series."""
+    try:
+        from alphaswarm_orch.ledger.mirror import mirror_status
+    except ImportError:
+        return []
+    try:
+        status = mirror_status(settings)
+    except Exception as exc:
+        log.warning("metrics: ledger mirror status unavailable: %s", exc)
+        return []
+    series = []
+    for field, name, doc in (
+        ("lag_seconds", "alphaswarm_ledger_mirror_lag_seconds", "Oldest unmirrored event's age."),
+        ("lag_events", "alphaswarm_ledger_mirror_lag_events", "Dagster events not yet mirrored."),
+    ):
+        value = status.get(field) if isinstance(status, dict) else getattr(status, field, None)
+        if value is not None:
+            family = GaugeMetricFamily(name, doc)
+            family.add_metric([], float(value))
+            series.append(family)
+    return series
+
+
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_timeout=_REDIS_TIMEOUT_SECONDS, socket_connect_timeout=_REDIS_TIMEOUT_SECONDS
+    )
+
+
+def scrape_registry(collector: WorkerCollector) -> CollectorRegistry:
+    """What /metrics serves: every process's samples plus the scrape-time gauges."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(collector)
+    return registry

@@ -1,0 +1,144 @@
+"""/metrics of real worker processes: task counters across prefork children, queue gauges."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from alphaswarm_orch.control.keys import dead_letter_stream
+from alphaswarm_orch.control.metrics import priority_queue_keys
+from tests.support.ops import sample, scrape, sender, wait_for, worker_env
+from tests.support.workers import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ops_env(tmp_path: Path, redis_urls: tuple[str, str]) -> Iterator[dict[str, str]]:
+    broker, backend = redis_urls
+    env = worker_env(
+        broker,
+        backend,
+        tmp_path / "storage",
+        ALPHASWARM_KILL_SWITCH_KEY=f"test:kill:{uuid.uuid4().hex}",
+    )
+    yield env
+    for url in redis_urls:
+        redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def test_task_counters_sum_every_prefork_child(ops_env, workers) -> None:
+    prefix = f"m:{uuid.uuid4().hex}"
+    port = int(ops_env["ALPHASWARM_METRICS_PORT"])
+    worker = WorkerProcess.start("default", "metrics-a", ops_env, "--concurrency", "2")
+    workers.append(worker)
+    client = redis.Redis.from_url(ops_env["ALPHASWARM_BROKER_URL"])
+    app = sender(ops_env)
+
+    # Two held tasks occupy both pool children at once: work is done by two processes.
+    for key in ("h1", "h2"):
+        app.send_task("tests.stub.hold", args=[prefix, key], queue="default")
+    started = wait_for(
+        lambda: client.llen(f"{prefix}:started") == 2 and client.lrange(f"{prefix}:started", 0, -1),
+        "both held tasks to start",
+    )
+    assert len({entry.split(b"|")[2] for entry in started}) == 2
+    for key in ("h1", "h2"):
+        client.rpush(f"{prefix}:release:{key}", 1)
+
+    for _ in range(5):
+        app.send_task("tests.stub.ok", args=[prefix], queue="default")
+    for _ in range(2):
+        app.send_task("tests.stub.fail", args=[prefix], queue="default")
+    for _ in range(3):
+        app.send_task("tests.stub.retry_once", args=[prefix], queue="default")
+    app.send_task("tests.stub.send_ok", args=[prefix, "default"], queue="default")
+
+    def settled() -> dict | None:
+        samples = scrape(port)
+        done = sample(samples, "celery_task_succeeded_total") + sample(
+            samples, "celery_task_failed_total"
+        )
+        return samples if done == 2 + 6 + 2 + 3 + 1 else None
+
+    samples = wait_for(settled, "all 14 task executions to be counted", 60)
+    q = {"queue_name": "default", "hostname": worker.node.split("@")[1]}
+    assert sample(samples, "celery_task_succeeded_total", name="tests.stub.hold", **q) == 2
+    assert sample(samples, "celery_task_succeeded_total", name="tests.stub.ok", **q) == 6
+    assert sample(samples, "celery_task_succeeded_total", name="tests.stub.retry_once", **q) == 3
+    assert sample(samples, "celery_task_succeeded_total", name="tests.stub.send_ok", **q) == 1
+    assert (
+        sample(
+            samples, "celery_task_failed_total", name="tests.stub.fail", exception="ValueError", **q
+        )
+        == 2
+    )
+    assert sample(samples, "celery_task_retried_total", name="tests.stub.retry_once", **q) == 3
+    # A retry is a new delivery: received and started count it again.
+    assert sample(samples, "celery_task_received_total", name="tests.stub.retry_once", **q) == 6
+    assert sample(samples, "celery_task_started_total", name="tests.stub.retry_once", **q) == 6
+    assert sample(samples, "celery_task_received_total", **q) == 2 + 6 + 2 + 6 + 1
+    # Published from inside a pool child: only multiprocess mode gets it to the scrape.
+    assert sample(samples, "celery_task_sent_total", name="tests.stub.ok", **q) == 1
+    assert sample(samples, "celery_task_sent_total", name="tests.stub.retry_once", **q) == 3
+    assert sample(samples, "celery_task_runtime_count", name="tests.stub.ok", **q) == 6
+    assert sample(samples, "celery_task_queue_wait_time_count", name="tests.stub.ok", **q) == 6
+    assert sample(samples, "celery_worker_up", hostname=q["hostname"]) == 1
+    assert int(client.get(f"{prefix}:ok")) == 6
+
+
+def test_queue_length_counts_every_priority_sublist(ops_env, workers) -> None:
+    prefix = f"q:{uuid.uuid4().hex}"
+    port = int(ops_env["ALPHASWARM_METRICS_PORT"])
+    worker = WorkerProcess.start("default", "metrics-b", ops_env, "--concurrency", "1")
+    workers.append(worker)
+    client = redis.Redis.from_url(ops_env["ALPHASWARM_BROKER_URL"])
+    app = sender(ops_env)
+
+    app.send_task("tests.stub.hold", args=[prefix, "h"], queue="default")
+    wait_for(lambda: client.llen(f"{prefix}:started") == 1, "the held task to start")
+    for priority in (0, 3, 6, 9, 9):
+        app.send_task("tests.stub.ok", args=[prefix], queue="default", priority=priority)
+
+    keys = priority_queue_keys("default", {})
+    assert [client.llen(key) for key in keys] == [1, 1, 1, 2]
+    samples = wait_for(
+        lambda: (
+            (s := scrape(port))
+            and sample(s, "celery_queue_length", queue_name="default") == 5
+            and s
+        ),
+        "celery_queue_length to count all five waiting messages",
+    )
+    assert sample(samples, "alphaswarm_queue_unacked", queue_name="default") == 1
+    assert sample(samples, "celery_worker_tasks_active") == 1
+
+    kill_key = ops_env["ALPHASWARM_KILL_SWITCH_KEY"]
+    assert sample(samples, "alphaswarm_kill_switch_engaged", scope="global") == 0
+    client.set(f"{kill_key}:default", "maintenance")
+    client.xadd(dead_letter_stream("paper"), {"reason": "bad", "payload": "{}"})
+    samples = scrape(port)
+    assert sample(samples, "alphaswarm_kill_switch_engaged", scope="default") == 1
+    assert sample(samples, "alphaswarm_kill_switch_engaged", scope="global") == 0
+    assert sample(samples, "alphaswarm_sensor_dead_letters", family="paper") == 1
+    assert sample(samples, "alphaswarm_sensor_dead_letters", family="hft") == 0
+
+    client.rpush(f"{prefix}:release:h", 1)
+    wait_for(lambda: client.get(f"{prefix}:ok") == b"5", "the five queued tasks to run")
+    samples = wait_for(
+        lambda: (s := scrape(port)) and sample(s, "alphaswarm_queue_unacked") == 0 and s,
+        "the unacked count to return to zero",
+    )
+    assert sample(samples, "celery_queue_length", queue_name="default") == 0
