@@ -21,3 +21,13 @@ def tick_stream(session_id: str) -> str:
 def queue_kill_switch_key(base_key: str, queue: str) -> str:
     """The optional per-queue kill-switch key next to the global one."""
     return f"{base_key}:{queue}"
+
+
+def session_registry(family: str) -> str:
+    """Hash session id -> request id of the start request, for sessions of `family`."""
+    return f"alphaswarm:sessions:{family}"
+
+
+def session_stop_key(session_id: str) -> str:
+    """Set (to the reason) by a stop request; the session loop ends cleanly when it sees it."""
+    return f"alphaswarm:sessions:{session_id}:stop"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import redis
 
 from alphaswarm_orch.control.keys import queue_kill_switch_key
+from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.settings import Settings
 
 
@@ -55,7 +56,7 @@ class KillSwitch:
         keys = [self.key] if queue is None else [self.key, self.key_for(queue)]
         for key, raw in zip(keys, self.client.mget(keys), strict=True):
             if raw is not None:
-                return KillSwitchState(key, _reason(raw))
+                return KillSwitchState(key, parse_reason(raw))
         return None
 
     def check(self, where: str, queue: str | None = None) -> None:
@@ -63,6 +64,34 @@ class KillSwitch:
         state = self.state(queue)
         if state is not None:
             raise KillSwitchEngaged(state.key, state.reason, where)
+
+    def refuse_step(
+        self,
+        settings: Settings,
+        *,
+        source: str,
+        where: str,
+        queue: str | None,
+        run_id: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """`check`, and record the refusal in the ledger before raising.
+
+        For op bodies: it works under any executor (in-process, multiprocess, Celery), so a
+        step refuses to start while the switch is set whoever runs it.
+        """
+        try:
+            self.check(where, queue)
+        except KillSwitchEngaged as exc:
+            record_refusal(
+                settings,
+                source=source,
+                reason=str(exc),
+                queue=queue,
+                run_id=run_id,
+                request_id=request_id,
+            )
+            raise
 
     def engage(self, reason: str, queue: str | None = None) -> None:
         if not reason.strip():
@@ -73,7 +102,8 @@ class KillSwitch:
         return bool(self.client.delete(self.key_for(queue)))
 
 
-def _reason(raw: bytes) -> str:
+def parse_reason(raw: bytes) -> str:
+    """The reason stored in a kill-switch key: free text, or JSON with a `reason` field."""
     text = raw.decode("utf-8", errors="replace")
     try:
         payload = json.loads(text)

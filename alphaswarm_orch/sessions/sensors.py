@@ -1,0 +1,139 @@
+"""`<family>_request_sensor`: session requests on the family's stream become runs.
+
+A start request launches one run of `<family>_session_job` with run_key = request id; the
+sensor also looks the request id up in the instance, so re-reading the stream (a restart
+without its cursor, a duplicate delivery) never launches a second run. A stop request sets
+the session's stop key. Session ids are single-use: a second start for a known session, or a
+stop for an unknown one, is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import redis
+
+from alphaswarm_orch.control.keys import request_stream, session_registry, session_stop_key
+from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.ledger.refusals import record_refusal
+from alphaswarm_orch.requests import Request, SessionStart, SessionStop, read_requests
+from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.tags import REQUEST_ID_TAG, WORKLOAD_TAG, workload_tags
+
+SENSOR_INTERVAL_SECONDS = 5
+
+
+def session_run_request(family: str, start: SessionStart) -> dg.RunRequest:
+    config = start.model_dump(exclude={"schema_version", "type"})
+    return dg.RunRequest(
+        run_key=start.request_id,
+        run_config={"ops": {f"{family}_session": {"config": config}}},
+        tags=workload_tags(
+            family,
+            queue=family,
+            actor=start.actor,
+            request_id=start.request_id,
+            session_id=start.session_id,
+        ),
+    )
+
+
+class SessionRegistry:
+    """Which request started each session of a family (a Redis hash)."""
+
+    def __init__(self, client: redis.Redis, family: str) -> None:
+        self.client = client
+        self.key = session_registry(family)
+
+    def check(self, request: Request) -> str | None:
+        """Dead-letter reason for a start of a known session or a stop of an unknown one."""
+        if not isinstance(request, SessionStart | SessionStop):
+            return f"{request.type} is not a session request"
+        owner = self.client.hget(self.key, request.session_id)
+        owner = owner.decode() if owner is not None else None
+        if isinstance(request, SessionStop):
+            if owner is None:
+                return (
+                    f"unknown session {request.session_id!r}: no start request was accepted "
+                    "for it; check the session id"
+                )
+            return None
+        if owner is not None and owner != request.request_id:
+            return (
+                f"session {request.session_id!r} was already started by request {owner!r}; "
+                "session ids are single-use: start a new session id"
+            )
+        return None
+
+    def register(self, start: SessionStart) -> None:
+        self.client.hsetnx(self.key, start.session_id, start.request_id)
+
+
+def build_request_sensor(family: str, job: dg.JobDefinition) -> dg.SensorDefinition:
+    name = f"{family}_request_sensor"
+
+    @dg.sensor(
+        name=name,
+        job=job,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Launches {job.name} runs from {request_stream(family)}.",
+    )
+    def request_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        settings = Settings.from_env()
+        if settings.redis_url is None:
+            return dg.SkipReason(
+                f"no Redis configured: set ALPHASWARM_REDIS_URL to read {family} requests"
+            )
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+        )
+        try:
+            return _evaluate(context, settings, client, family, name)
+        finally:
+            client.close()
+
+    return request_sensor
+
+
+def _evaluate(
+    context: dg.SensorEvaluationContext,
+    settings: Settings,
+    client: redis.Redis,
+    family: str,
+    name: str,
+) -> dg.SensorResult | dg.SkipReason:
+    state = KillSwitch(client, settings.kill_switch_key).state(family)
+    if state is not None:
+        reason = f"kill switch {state.key!r} is set ({state.reason}): {family} requests wait"
+        start = "-" if context.cursor is None else f"({context.cursor}"
+        if client.xrange(request_stream(family), min=start, max="+", count=1):
+            record_refusal(settings, source=name, reason=reason, queue=family)
+        return dg.SkipReason(reason)
+
+    registry = SessionRegistry(client, family)
+    batch = read_requests(client, family, context.cursor, check=registry.check)
+    run_requests: list[dg.RunRequest] = []
+    seen: set[str] = set()
+    for received in batch.requests:
+        request = received.request
+        if isinstance(request, SessionStop):
+            client.set(session_stop_key(request.session_id), request.reason)
+            context.log.info(f"stop requested for session {request.session_id}: {request.reason}")
+            continue
+        if not isinstance(request, SessionStart):
+            continue
+        registry.register(request)
+        if request.request_id in seen or _already_launched(context, family, request.request_id):
+            continue
+        seen.add(request.request_id)
+        run_requests.append(session_run_request(family, request))
+    for letter in batch.dead_letters:
+        context.log.warning(f"dead-lettered {family} request {letter.stream_id}: {letter.reason}")
+    return dg.SensorResult(run_requests=run_requests, cursor=batch.cursor)
+
+
+def _already_launched(context: dg.SensorEvaluationContext, family: str, request_id: str) -> bool:
+    records = context.instance.get_run_records(
+        filters=dg.RunsFilter(tags={WORKLOAD_TAG: family, REQUEST_ID_TAG: request_id}), limit=1
+    )
+    return bool(records)
