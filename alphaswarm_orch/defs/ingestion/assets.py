@@ -3,10 +3,27 @@
 Every step is routed to the `ingestion` queue. Asset keys are `ingestion/<source>/<table>`.
 """
 
-import dagster as dg
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from alphaswarm_orch.defs.ingestion.config import AirbyteConnection
-from alphaswarm_orch.defs.ingestion.resources import AirbyteResource
+import dagster as dg
+from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
+from dagster_dlt.translator import DltResourceTranslatorData
+from dlt.extract.source import DltSource
+
+from alphaswarm_orch.defs.ingestion.config import AirbyteConnection, SqlTable
+from alphaswarm_orch.defs.ingestion.resources import (
+    AirbyteResource,
+    MarketDataApi,
+    PullStorage,
+    ReferenceDatabase,
+)
+from alphaswarm_orch.defs.ingestion.sources import (
+    SPEC_ONLY_DATABASE,
+    file_pages,
+    market_data_source,
+    reference_data_source,
+)
 from alphaswarm_orch.queues import queue_tags
 
 GROUP = "ingestion"
@@ -50,3 +67,106 @@ def airbyte_sync_assets(
             yield dg.MaterializeResult(asset_key=spec.key, metadata=job.metadata())
 
     return _sync
+
+
+@dataclass
+class _PullTranslator(DagsterDltTranslator):
+    """Keys `ingestion/<source>/<table>`, one group, our owners; no phantom upstream keys."""
+
+    owners: tuple[str, ...] = ()
+    description: str | None = None
+    """Per-table description template (`{table}`); default: the dlt resource's docstring."""
+
+    def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
+        spec = super().get_asset_spec(data)
+        destination = data.destination.destination_name if data.destination else "dlt"
+        table = data.resource.name
+        return spec.replace_attributes(
+            key=[GROUP, data.resource.source_name, table],
+            deps=[],
+            description=self.description.format(table=table)
+            if self.description
+            else spec.description,
+            group_name=GROUP,
+            owners=list(self.owners),
+            kinds={"dlt", destination},
+        )
+
+
+def _pull(
+    context: dg.AssetExecutionContext,
+    dlt: DagsterDltResource,
+    storage: PullStorage,
+    source: DltSource,
+) -> Iterator[dg.MaterializeResult]:
+    """Run one pull and yield per-table results with column schema and row counts.
+
+    A page that fails validation stops extraction before anything is loaded.
+    """
+    with storage.run_pipeline(source.name, context.run_id) as pipeline:
+        yield from dlt.run(
+            context=context, dlt_source=source, dlt_pipeline=pipeline
+        ).fetch_row_count()
+
+
+def sample_pull_assets(storage: PullStorage, owners: tuple[str, ...]) -> dg.AssetsDefinition:
+    """The embedded default's main job: the sample shipped in the package, no network."""
+
+    @dlt_assets(
+        dlt_source=market_data_source(file_pages(), name="sample"),
+        dlt_pipeline=storage.declared_pipeline("sample"),
+        name="ingestion_sample_pull",
+        dagster_dlt_translator=_PullTranslator(owners),
+        op_tags=queue_tags(INGESTION_QUEUE),
+    )
+    def _assets(context: dg.AssetExecutionContext, dlt: DagsterDltResource):
+        yield from _pull(context, dlt, storage, market_data_source(file_pages(), name="sample"))
+
+    return _assets
+
+
+def market_data_pull_assets(storage: PullStorage, owners: tuple[str, ...]) -> dg.AssetsDefinition:
+    """Instruments and daily bars from the market-data REST API."""
+
+    def unread(endpoint: str) -> Iterator[tuple[str, object]]:
+        raise RuntimeError("declaration-only source: the run reads through MarketDataApi")
+
+    @dlt_assets(
+        dlt_source=market_data_source(unread),
+        dlt_pipeline=storage.declared_pipeline("market_data"),
+        name="ingestion_market_data_pull",
+        dagster_dlt_translator=_PullTranslator(owners),
+        op_tags=queue_tags(INGESTION_QUEUE),
+    )
+    def _assets(
+        context: dg.AssetExecutionContext, dlt: DagsterDltResource, market_data_api: MarketDataApi
+    ):
+        yield from _pull(context, dlt, storage, market_data_source(market_data_api.pages()))
+
+    return _assets
+
+
+def reference_data_pull_assets(
+    storage: PullStorage, tables: tuple[SqlTable, ...], owners: tuple[str, ...]
+) -> dg.AssetsDefinition:
+    """Reference tables copied from a SQL database."""
+
+    @dlt_assets(
+        dlt_source=reference_data_source(SPEC_ONLY_DATABASE, tables),
+        dlt_pipeline=storage.declared_pipeline("reference_data"),
+        name="ingestion_reference_data_pull",
+        dagster_dlt_translator=_PullTranslator(
+            owners, "Table `{table}` of the reference database, merged on its primary key."
+        ),
+        op_tags=queue_tags(INGESTION_QUEUE),
+    )
+    def _assets(
+        context: dg.AssetExecutionContext,
+        dlt: DagsterDltResource,
+        reference_database: ReferenceDatabase,
+    ):
+        yield from _pull(
+            context, dlt, storage, reference_data_source(reference_database.url, tables)
+        )
+
+    return _assets

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import yaml
+from dagster._utils.schedules import is_valid_cron_string
 
 CONNECTIONS_FILE = Path(__file__).with_name("connections.yaml")
 
@@ -47,9 +47,29 @@ class SqlTable:
     primary_key: tuple[str, ...]
 
 
+AIRBYTE_AUTH_MODES = ("client_credentials", "bearer")
+AIRBYTE_TUNABLES = {
+    "token_url": str,
+    "request_timeout_seconds": float,
+    "poll_interval_seconds": float,
+    "sync_deadline_seconds": float,
+    "retry_max_elapsed_seconds": float,
+    "cancel_on_deadline": bool,
+    "cancel_on_termination": bool,
+}
+"""AirbyteResource fields connections.yaml may set (secrets and the URL come from the env)."""
+
+
+@dataclass(frozen=True)
+class AirbyteOptions:
+    auth: str
+    tunables: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class IngestionConfig:
     owners: tuple[str, ...]
+    airbyte: AirbyteOptions
     airbyte_connections: tuple[AirbyteConnection, ...]
     market_data: Cadence
     reference_data: Cadence
@@ -81,12 +101,14 @@ def load_ingestion_config(path: Path = CONNECTIONS_FILE) -> IngestionConfig:
             f"{where}: airbyte connection name(s) {', '.join(sorted(reserved))} collide with "
             "the dlt pulls' asset prefixes; choose another name"
         )
+    airbyte = _airbyte_options(doc.get("airbyte") or {}, f"{where}: airbyte")
     pulls = _mapping(doc.get("pulls"), f"{where}: pulls")
     market = _mapping(pulls.get("market_data"), f"{where}: pulls.market_data")
     reference = _mapping(pulls.get("reference_data"), f"{where}: pulls.reference_data")
     tables = _mapping(reference.get("tables"), f"{where}: pulls.reference_data.tables")
     return IngestionConfig(
         owners=owners,
+        airbyte=airbyte,
         airbyte_connections=connections,
         market_data=_cadence(market, f"{where}: pulls.market_data"),
         reference_data=_cadence(reference, f"{where}: pulls.reference_data"),
@@ -104,6 +126,30 @@ def load_ingestion_config(path: Path = CONNECTIONS_FILE) -> IngestionConfig:
             for name, spec in tables.items()
         ),
     )
+
+
+def _airbyte_options(value: Any, where: str) -> AirbyteOptions:
+    entry = dict(_mapping(value, where))
+    auth = entry.pop("auth", "client_credentials")
+    if auth not in AIRBYTE_AUTH_MODES:
+        raise IngestionConfigError(
+            f"{where}.auth: {auth!r} is not one of {', '.join(AIRBYTE_AUTH_MODES)}"
+        )
+    for key, value in entry.items():
+        kind = AIRBYTE_TUNABLES.get(key)
+        if kind is None:
+            raise IngestionConfigError(
+                f"{where}: unknown setting {key!r}; allowed: auth, {', '.join(AIRBYTE_TUNABLES)}"
+            )
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        else:
+            ok = isinstance(value, str) and bool(value)
+        if not ok:
+            raise IngestionConfigError(f"{where}.{key}: {value!r} is not a valid {kind.__name__}")
+    return AirbyteOptions(auth=auth, tunables=entry)
 
 
 def _connection(item: Any, where: str) -> AirbyteConnection:
@@ -131,7 +177,7 @@ def _connection(item: Any, where: str) -> AirbyteConnection:
 
 def _cadence(entry: dict[str, Any], where: str) -> Cadence:
     cron = entry.get("cron")
-    if not isinstance(cron, str) or not dg.is_valid_cron_string(cron):
+    if not isinstance(cron, str) or not is_valid_cron_string(cron):
         raise IngestionConfigError(
             f"{where}: cron {cron!r} is not a valid cron expression, e.g. '0 6 * * 1-5'"
         )

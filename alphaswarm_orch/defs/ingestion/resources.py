@@ -1,4 +1,4 @@
-"""Resources of the ingestion domain: the Airbyte API client and the connector-pull sources.
+"""Resources of the ingestion domain: the Airbyte API client, the pulls' sources and storage.
 
 `AirbyteResource` wraps the airbyte-api 1.0.1 SDK with the settings its defaults get wrong
 for long syncs (DESIGN.md, known facts): a 5 s timeout, no retries, and a relative token URL
@@ -7,18 +7,36 @@ that resolves against the wrong base when the API lives under a path.
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import airbyte_api
 import dagster as dg
+import dlt
 import httpx
 from airbyte_api import api, errors, models
 from airbyte_api.utils import BackoffStrategy, RetryConfig
+from dlt.common.destination import Destination
+from dlt.destinations.impl.postgres.configuration import PostgresCredentials
 from pydantic import Field
+
+from alphaswarm_orch.defs.ingestion.sources import PageReader, http_pages
+from alphaswarm_orch.settings import Settings
+
+AIRBYTE_URL = "ALPHASWARM_AIRBYTE_URL"
+AIRBYTE_CLIENT_ID = "ALPHASWARM_AIRBYTE_CLIENT_ID"
+AIRBYTE_CLIENT_SECRET = "ALPHASWARM_AIRBYTE_CLIENT_SECRET"
+AIRBYTE_TOKEN = "ALPHASWARM_AIRBYTE_TOKEN"
+MARKET_DATA_URL = "ALPHASWARM_MARKET_DATA_URL"
+MARKET_DATA_API_KEY = "ALPHASWARM_MARKET_DATA_API_KEY"
+REFERENCE_DB_URL = "ALPHASWARM_REFERENCE_DB_URL"
+"""Environment variables the ingestion resources read at launch (dg.EnvVar)."""
 
 RETRYABLE_STATUSES = ("429", "500", "502", "503", "504")
 ACTIVE_STATUSES = frozenset({"pending", "queued", "running", "incomplete"})
@@ -94,8 +112,9 @@ class AirbyteResource(dg.ConfigurableResource):
             return models.Security(bearer_auth=self.bearer_token)
         if not (self.client_id and self.client_secret):
             raise AirbyteConfigError(
-                "AirbyteResource: no credentials; set AIRBYTE_BEARER_TOKEN, or "
-                "AIRBYTE_CLIENT_ID and AIRBYTE_CLIENT_SECRET"
+                f"AirbyteResource: no credentials; set {AIRBYTE_CLIENT_ID} and "
+                f"{AIRBYTE_CLIENT_SECRET} (auth: client_credentials) or {AIRBYTE_TOKEN} "
+                "(auth: bearer in connections.yaml)"
             )
         token_url = self.token_url or f"{self.server_url.rstrip('/')}/applications/token"
         parts = urlsplit(token_url)
@@ -293,3 +312,73 @@ def _job(job: models.JobResponse | None, raw: httpx.Response) -> models.JobRespo
             description=f"Airbyte answered HTTP {raw.status_code} without a job: {raw.text[:500]}"
         )
     return job
+
+
+class MarketDataApi(dg.ConfigurableResource):
+    """The market/reference-data REST API the `market_data` pull reads (paginated JSON)."""
+
+    base_url: str = Field(description="e.g. https://marketdata.internal/v1")
+    api_key: str | None = Field(default=None, description="Bearer key (dg.EnvVar); may be empty.")
+    timeout_seconds: float = 30.0
+
+    def pages(self) -> PageReader:
+        return http_pages(self.base_url, api_key=self.api_key, timeout_seconds=self.timeout_seconds)
+
+
+class ReferenceDatabase(dg.ConfigurableResource):
+    """The SQL database the `reference_data` pull copies tables from."""
+
+    url: str = Field(description="SQLAlchemy URL (dg.EnvVar), e.g. postgresql://host/refdata")
+
+
+@dataclass(frozen=True)
+class PullStorage:
+    """Where dlt pulls land: duckdb under the storage dir, or Postgres when it is configured."""
+
+    settings: Settings
+
+    @property
+    def root(self) -> Path:
+        return self.settings.storage_dir / "ingestion"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.root / "ingestion.duckdb"
+
+    def destination(self) -> Destination:
+        if self.settings.postgres_url:
+            # dlt speaks psycopg2 itself and expects the plain scheme.
+            _scheme, _sep, rest = self.settings.postgres_url.partition("://")
+            credentials = PostgresCredentials(f"postgresql://{rest}")
+            if credentials.password is None:
+                credentials.password = ""  # trust/peer auth: dlt otherwise demands a password
+            return dlt.destinations.postgres(credentials=credentials)
+        return dlt.destinations.duckdb(str(self.duckdb_path))
+
+    def declared_pipeline(self, name: str) -> dlt.Pipeline:
+        """The pipeline the asset specs are declared with (its working dir is never run in)."""
+        return dlt.pipeline(
+            pipeline_name=f"ingestion_{name}",
+            destination=self.destination(),
+            dataset_name=name,
+            pipelines_dir=str(self.root / "dlt" / "declared"),
+        )
+
+    @contextmanager
+    def run_pipeline(self, name: str, run_id: str) -> Iterator[dlt.Pipeline]:
+        """A pipeline with a working dir private to this run, removed afterwards.
+
+        dlt keeps its state in the destination too, so concurrent runs (a schedule and a
+        manual launch) never share a working dir and nothing local needs keeping.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        workdir = self.root / "dlt" / "runs" / f"{run_id}-{name}"
+        try:
+            yield dlt.pipeline(
+                pipeline_name=f"ingestion_{name}",
+                destination=self.destination(),
+                dataset_name=name,
+                pipelines_dir=str(workdir),
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
