@@ -62,6 +62,18 @@ def parse_workspace_list(value: str) -> tuple[str, ...]:
     return names
 
 
+def check_allowed(name: object, workspaces: tuple[str, ...]) -> str:
+    """Return `name` if it is a plain name on the allow-list; refuse it naming what is allowed."""
+    name = check_name(name)
+    if name not in workspaces:
+        allowed = ", ".join(workspaces) or "(none configured)"
+        raise WorkspaceRefused(
+            f"workspace {name!r} is not allow-listed: allowed workspaces are {allowed}. "
+            "Add it to ALPHASWARM_TERRAFORM_WORKSPACES to manage it here."
+        )
+    return name
+
+
 def check_name(name: object, *, what: str = "workspace") -> str:
     """Return `name` if it is a plain workspace name; refuse paths and shell syntax by name."""
     if not isinstance(name, str) or not name:

@@ -24,6 +24,7 @@ from alphaswarm_orch.terraform.errors import (
     StateLocked,
     TerraformFailed,
     TerraformNotFound,
+    WorkspaceRefused,
 )
 from alphaswarm_orch.terraform.process import Completed, run_command
 from alphaswarm_orch.terraform.redact import Redactor
@@ -202,10 +203,24 @@ class TerraformRuntime:
         )
 
     def apply(
-        self, plan_id: str, *, applied_by: str = "", cancel: Cancel | None = None
+        self,
+        plan_id: str,
+        *,
+        workspace: str | None = None,
+        applied_by: str = "",
+        cancel: Cancel | None = None,
     ) -> ApplyResult:
-        """Apply exactly the saved plan `plan_id`, refusing it if stale or already applied."""
+        """Apply exactly the saved plan `plan_id`, refusing it if stale or already applied.
+
+        `workspace`, when given, must be the plan's: a request that names one workspace never
+        applies a plan made for another.
+        """
         saved = self.saved_plan(plan_id)
+        if workspace is not None and workspace != saved.workspace:
+            raise WorkspaceRefused(
+                f"plan {plan_id!r} was made for workspace {saved.workspace!r}, not "
+                f"{workspace!r}: apply it under its own workspace or plan {workspace!r}"
+            )
         directory = self._plan_dir(plan_id)
         self._refuse_if_applied(directory, plan_id)
         ws = self.workspace(saved.workspace)

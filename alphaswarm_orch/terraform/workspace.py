@@ -12,7 +12,7 @@ from typing import Any
 
 import hcl2
 
-from alphaswarm_orch.terraform.config import TerraformConfig, check_name
+from alphaswarm_orch.terraform.config import TerraformConfig, check_allowed
 from alphaswarm_orch.terraform.errors import TerraformError, VariableError, WorkspaceRefused
 
 CONFIG_SUFFIXES = (".tf", ".tf.json", ".tfvars", ".tfvars.json", ".hcl")
@@ -39,13 +39,7 @@ class Workspace:
 
 def resolve_workspace(config: TerraformConfig, name: Any) -> Workspace:
     """The allow-listed workspace `name`, refusing paths, metacharacters and root escapes."""
-    name = check_name(name)
-    if name not in config.workspaces:
-        allowed = ", ".join(config.workspaces) or "(none configured)"
-        raise WorkspaceRefused(
-            f"workspace {name!r} is not allow-listed: allowed workspaces are {allowed}. "
-            "Add it to ALPHASWARM_TERRAFORM_WORKSPACES to manage it here."
-        )
+    name = check_allowed(name, config.workspaces)
     root = config.root.resolve()
     candidate = config.root / name
     real = candidate.resolve()

@@ -14,6 +14,7 @@ from alphaswarm_orch.terraform import (
     TerraformConfig,
     TerraformRuntime,
     VariableError,
+    WorkspaceRefused,
 )
 from alphaswarm_orch.terraform.redact import REDACTED
 from tests.terraform.conftest import Log
@@ -140,11 +141,16 @@ def test_stale_plan_is_refused(runtime: TerraformRuntime, tf_root: Path) -> None
     assert _state(tf_root, "basic")["serial"] == serial
 
 
-def test_unknown_plan_id_is_refused(runtime: TerraformRuntime) -> None:
+def test_unknown_or_foreign_plan_is_refused(runtime: TerraformRuntime, tf_root: Path) -> None:
     with pytest.raises(PlanNotFound, match="no saved plan with id 'nope'"):
         runtime.apply("nope")
     with pytest.raises(PlanNotFound, match="is not a plan id"):
         runtime.apply("../basic")
+    runtime.plan("basic", {"name": "svc"}, plan_id="p")
+    with pytest.raises(WorkspaceRefused, match="made for workspace 'basic', not 'slow'"):
+        runtime.apply("p", workspace="slow")
+    assert not (tf_root / "basic" / "terraform.tfstate").exists()
+    runtime.apply("p", workspace="basic")
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,9 @@ class PlanConfig(dg.Config):
 
 class ApplyConfig(dg.Config):
     plan_id: str = Field(description="The id terraform_plan_job reported (its run id).")
+    workspace: str | None = Field(
+        default=None, description="If given, the plan must have been made for this workspace."
+    )
 
 
 def _terminated(context: dg.OpExecutionContext) -> Callable[[], bool]:
@@ -124,7 +127,10 @@ def terraform_apply(
     runtime = terraform.runtime(on_line=context.log.info)
     try:
         result = runtime.apply(
-            config.plan_id, applied_by=context.run_id, cancel=_terminated(context)
+            config.plan_id,
+            workspace=config.workspace,
+            applied_by=context.run_id,
+            cancel=_terminated(context),
         )
     except TerraformError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc

@@ -1,0 +1,111 @@
+"""`terraform_request_sensor`: terraform requests on their Redis stream become runs.
+
+One request, one run (run_key = request id): plan -> terraform_plan_job, apply (a plan id) ->
+terraform_apply_job, destroy -> terraform_destroy_job. Requests naming a workspace that is not
+allow-listed, or passing variables to an apply (a saved plan's variables are fixed), are
+dead-lettered with the reason. While the kill switch is set, requests wait on the stream.
+"""
+
+import os
+
+import dagster as dg
+import redis
+
+from alphaswarm_orch.control.keys import request_stream
+from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.defs.terraform.jobs import (
+    QUEUE,
+    terraform_apply_job,
+    terraform_destroy_job,
+    terraform_plan_job,
+)
+from alphaswarm_orch.defs.terraform.resources import WORKSPACES_ENV
+from alphaswarm_orch.ledger.refusals import record_refusal
+from alphaswarm_orch.requests import Request, TerraformRequest, read_requests
+from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.tags import workload_tags
+from alphaswarm_orch.terraform import WorkspaceRefused, parse_workspace_list
+from alphaswarm_orch.terraform.config import check_allowed
+
+FAMILY = "terraform"
+SENSOR_NAME = "terraform_request_sensor"
+
+
+def terraform_run_request(request: TerraformRequest) -> dg.RunRequest:
+    """The run a valid, allow-listed terraform request launches."""
+    if request.action == "apply":
+        job, op = terraform_apply_job, "terraform_apply"
+        config = {"plan_id": request.plan_id, "workspace": request.workspace}
+    else:
+        job = terraform_plan_job if request.action == "plan" else terraform_destroy_job
+        op = f"terraform_{request.action}"
+        config = {"workspace": request.workspace, "variables": request.variables}
+    return dg.RunRequest(
+        run_key=request.request_id,
+        job_name=job.name,
+        run_config={"ops": {op: {"config": config}}},
+        tags=workload_tags(FAMILY, actor=request.actor, request_id=request.request_id),
+    )
+
+
+def request_problem(request: Request, workspaces: tuple[str, ...]) -> str | None:
+    """Why `request` cannot run here (a dead-letter reason), or None."""
+    if not isinstance(request, TerraformRequest):
+        return f"{request.type} is not a terraform request"
+    try:
+        check_allowed(request.workspace, workspaces)
+    except WorkspaceRefused as exc:
+        return str(exc)
+    if request.action == "apply" and request.variables:
+        return (
+            "an apply takes no variables: they were fixed when the plan was made. Plan again "
+            "with the new variables and apply that plan id."
+        )
+    return None
+
+
+@dg.sensor(
+    name=SENSOR_NAME,
+    jobs=[terraform_plan_job, terraform_apply_job, terraform_destroy_job],
+    minimum_interval_seconds=5,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=f"Launches terraform plan/apply/destroy runs from {request_stream(FAMILY)}.",
+)
+def terraform_request_sensor(
+    context: dg.SensorEvaluationContext,
+) -> dg.SensorResult | dg.SkipReason:
+    settings = Settings.from_env()
+    if settings.redis_url is None:
+        return dg.SkipReason("no Redis configured: set ALPHASWARM_REDIS_URL to read requests")
+    workspaces = parse_workspace_list(os.environ.get(WORKSPACES_ENV, ""))
+    if not workspaces:
+        return dg.SkipReason(
+            f"no terraform workspace is allow-listed: set {WORKSPACES_ENV} for the code "
+            "location (and the terraform workers) to accept terraform requests"
+        )
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        state = KillSwitch(client, settings.kill_switch_key).state(QUEUE)
+        if state is not None:
+            reason = f"kill switch {state.key!r} is set ({state.reason}): terraform requests wait"
+            start = "-" if context.cursor is None else f"({context.cursor}"
+            if client.xrange(request_stream(FAMILY), min=start, max="+", count=1):
+                record_refusal(settings, source=SENSOR_NAME, reason=reason, queue=QUEUE)
+            return dg.SkipReason(reason)
+        batch = read_requests(
+            client, FAMILY, context.cursor, check=lambda r: request_problem(r, workspaces)
+        )
+    finally:
+        client.close()
+    for letter in batch.dead_letters:
+        context.log.warning(f"dead-lettered terraform request {letter.stream_id}: {letter.reason}")
+    # Dagster skips a run_key it has launched before; a request repeated within one batch
+    # is dropped here.
+    unique: dict[str, TerraformRequest] = {}
+    for received in batch.requests:
+        if isinstance(received.request, TerraformRequest):
+            unique.setdefault(received.request.request_id, received.request)
+    return dg.SensorResult(
+        run_requests=[terraform_run_request(request) for request in unique.values()],
+        cursor=batch.cursor,
+    )
