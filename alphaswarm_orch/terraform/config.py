@@ -31,7 +31,7 @@ class TerraformConfig:
     """Passed as `-lock-timeout`: how long to wait for another operation's state lock."""
     grace_seconds: float = 30.0
     """After SIGINT, how long terraform may take to stop cleanly before SIGKILL."""
-    poll_seconds: float = 0.5
+    poll_seconds: float = 1.0
     """How often a running command checks for cancellation."""
 
     def __post_init__(self) -> None:
