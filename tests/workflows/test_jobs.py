@@ -91,7 +91,9 @@ def test_each_spec_becomes_a_job_with_its_schedule(
     assert schedule.job_name == "workflows_nightly_job"
     assert defs.resolve_job_def("workflows_light_job").tags[WORKLOAD_TAG] == "workflow"
     schedules = defs.get_repository_def().schedule_defs
-    assert [s.name for s in schedules] == ["workflows_nightly_job_schedule"]
+    assert [s.name for s in schedules if s.name.startswith("workflows_")] == [
+        "workflows_nightly_job_schedule"
+    ]
 
 
 def test_a_bad_spec_fails_the_code_location_load(
