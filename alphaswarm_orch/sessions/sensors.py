@@ -44,12 +44,16 @@ class SessionRegistry:
         self.client = client
         self.key = session_registry(family)
 
-    def check(self, request: Request) -> str | None:
-        """Dead-letter reason for a start of a known session or a stop of an unknown one."""
+    def admit(self, request: Request) -> str | None:
+        """Register a start (first request wins) or accept a stop of a known session; else
+        the dead-letter reason. Called in stream order, so one batch sees its own starts."""
         if not isinstance(request, SessionStart | SessionStop):
             return f"{request.type} is not a session request"
+        if isinstance(request, SessionStart) and self.client.hsetnx(
+            self.key, request.session_id, request.request_id
+        ):
+            return None
         owner = self.client.hget(self.key, request.session_id)
-        owner = owner.decode() if owner is not None else None
         if isinstance(request, SessionStop):
             if owner is None:
                 return (
@@ -57,15 +61,12 @@ class SessionRegistry:
                     "for it; check the session id"
                 )
             return None
-        if owner is not None and owner != request.request_id:
+        if owner is not None and owner.decode() != request.request_id:
             return (
-                f"session {request.session_id!r} was already started by request {owner!r}; "
-                "session ids are single-use: start a new session id"
+                f"session {request.session_id!r} was already started by request "
+                f"{owner.decode()!r}; session ids are single-use: start a new session id"
             )
         return None
-
-    def register(self, start: SessionStart) -> None:
-        self.client.hsetnx(self.key, start.session_id, start.request_id)
 
 
 def build_request_sensor(family: str, job: dg.JobDefinition) -> dg.SensorDefinition:
@@ -111,7 +112,7 @@ def _evaluate(
         return dg.SkipReason(reason)
 
     registry = SessionRegistry(client, family)
-    batch = read_requests(client, family, context.cursor, check=registry.check)
+    batch = read_requests(client, family, context.cursor, check=registry.admit)
     run_requests: list[dg.RunRequest] = []
     seen: set[str] = set()
     for received in batch.requests:
@@ -122,7 +123,6 @@ def _evaluate(
             continue
         if not isinstance(request, SessionStart):
             continue
-        registry.register(request)
         if request.request_id in seen or _already_launched(context, family, request.request_id):
             continue
         seen.add(request.request_id)

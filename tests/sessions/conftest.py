@@ -5,11 +5,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import dagster as dg
 import pytest
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.keys import session_stop_key, tick_stream
+from alphaswarm_orch.control.keys import (
+    REQUEST_FAMILIES,
+    dead_letter_stream,
+    request_stream,
+    session_registry,
+    session_stop_key,
+    tick_stream,
+)
 from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.requests import PaperStart
 
@@ -53,3 +61,32 @@ def paper_start(session_id: str, **fields: object) -> PaperStart:
         symbols=["BTC-USD"],
         **fields,
     )
+
+
+@pytest.fixture
+def sensor_env(
+    orch_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, redis_urls: tuple[str, str]
+) -> Iterator[dict[str, str]]:
+    """The production-path environment in this process, with a per-test kill-switch key, and
+    the request streams and session registries emptied."""
+    env = {**orch_env, "ALPHASWARM_KILL_SWITCH_KEY": f"test:kill:{uuid.uuid4().hex[:8]}"}
+    for name, value in env.items():
+        if name.startswith(("ALPHASWARM_", "DAGSTER_")):
+            monkeypatch.setenv(name, value)
+    client = redis.Redis.from_url(redis_urls[0])
+    keys = [
+        key(family)
+        for family in REQUEST_FAMILIES
+        for key in (request_stream, dead_letter_stream, session_registry)
+    ]
+    client.delete(*keys)
+    yield env
+    client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def instance(sensor_env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    """The Postgres-backed Dagster instance of `sensor_env` (dagster.yaml from the repo)."""
+    with dg.DagsterInstance.from_config(sensor_env["DAGSTER_HOME"]) as real:
+        yield real
