@@ -360,3 +360,11 @@ def test_all_bad_files_are_reported_together(tmp_path: Path) -> None:
     message = str(info.value)
     assert f"{bad_cron}:2: schedule:" in message
     assert f"{bad_dep}:2: steps[0].depends_on[0]:" in message
+
+
+def test_the_readme_example_is_a_valid_spec(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Workflows", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = load_spec(write(tmp_path, "readme.yaml", example))
+    assert spec.step("backtest").dispatch.queue == "backtest"
