@@ -2,6 +2,9 @@
 
 import click
 
+from alphaswarm_orch.cli.health import health_command
+from alphaswarm_orch.cli.kill_switch import kill_switch_group
+from alphaswarm_orch.cli.requests import submit_group
 from alphaswarm_orch.cli.run import run_command
 from alphaswarm_orch.cli.worker import worker_group
 
@@ -12,4 +15,7 @@ def main() -> None:
 
 
 main.add_command(run_command)
+main.add_command(health_command)
 main.add_command(worker_group)
+main.add_command(submit_group)
+main.add_command(kill_switch_group)

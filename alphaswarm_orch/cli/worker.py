@@ -3,7 +3,9 @@
 import click
 
 from alphaswarm_orch.cli.errors import user_errors
+from alphaswarm_orch.control.drain import DRAIN_TIMEOUT_SECONDS, DrainError, drain
 from alphaswarm_orch.execution.worker import run_worker
+from alphaswarm_orch.settings import Settings
 
 
 @click.group(name="worker", invoke_without_command=True)
@@ -31,3 +33,23 @@ def worker_group(
         raise click.UsageError("--queues is required, e.g. --queues default,workflows")
     with user_errors():
         run_worker(list(queues), concurrency=concurrency, name=name, loglevel=loglevel)
+
+
+@worker_group.command(name="drain")
+@click.option(
+    "--timeout",
+    type=float,
+    default=DRAIN_TIMEOUT_SECONDS,
+    show_default=True,
+    help="Seconds to wait for running tasks, then for the exit.",
+)
+def drain_command(timeout: float) -> None:
+    """preStop hook: stop the local worker taking tasks, let running ones finish, exit."""
+    with user_errors():
+        settings = Settings.from_env()
+        try:
+            report = drain(settings, timeout, say=click.echo)
+        except DrainError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if not report.exited:
+        raise click.ClickException(f"worker {report.node} had not exited after {timeout}s")
