@@ -70,21 +70,6 @@ class WorkflowSpec(BaseModel):
         """The file this spec was loaded from."""
         return self._source
 
-    def step(self, name: str) -> StepSpec:
-        return next(step for step in self.steps if step.name == name)
-
-    def ordered_steps(self) -> list[StepSpec]:
-        """Steps with every dependency before its dependents (the spec is acyclic)."""
-        done: set[str] = set()
-        ordered: list[StepSpec] = []
-        pending = list(self.steps)
-        while pending:
-            ready = [s for s in pending if done.issuperset(s.depends_on)]
-            ordered += ready
-            done.update(s.name for s in ready)
-            pending = [s for s in pending if s.name not in done]
-        return ordered
-
 
 @dataclass(frozen=True)
 class SpecProblem:
