@@ -21,7 +21,7 @@ from alphaswarm_orch.defs.ingestion.assets import (
 from alphaswarm_orch.defs.ingestion.config import SqlTable
 from alphaswarm_orch.defs.ingestion.resources import MarketDataApi, PullStorage, ReferenceDatabase
 from alphaswarm_orch.settings import Settings
-from tests.ingestion.market_api import MarketApi, running_market_api
+from tests.ingestion.market_api import MarketApi, daily_bars, running_market_api
 from tests.support import services
 
 OWNERS = ("team:ingestion",)
@@ -102,7 +102,7 @@ def test_rest_pull_lands_in_postgres_and_a_rerun_merges(tmp_path, postgres_url, 
     columns = {c.name: c.type for c in bars["dagster/column_schema"].value.columns}
     assert {"symbol": "text", "date": "date", "close": "double"}.items() <= columns.items()
 
-    market_api.data["daily_bars"] = market_api_bars_with_new_closes()
+    market_api.data["daily_bars"] = daily_bars(close_bump=10.0)
     second = pull_market_data(settings, market_api)
     assert second.success
     assert counts(postgres_url) == (5, 40)  # merged on the keys, not appended
@@ -110,12 +110,6 @@ def test_rest_pull_lands_in_postgres_and_a_rerun_merges(tmp_path, postgres_url, 
         postgres_url,
         "SELECT close FROM market_data.daily_bars WHERE symbol = 'AAPL' AND date = '2026-11-02'",
     ) == [(110.5,)]
-
-
-def market_api_bars_with_new_closes() -> list[dict[str, Any]]:
-    from tests.ingestion.market_api import daily_bars
-
-    return daily_bars(close_bump=10.0)
 
 
 def test_bad_json_page_fails_the_step_and_loads_nothing(tmp_path, postgres_url, market_api):
@@ -135,7 +129,7 @@ def test_missing_key_field_fails_and_keeps_the_previous_load(tmp_path, postgres_
     settings = settings_for(tmp_path, postgres_url)
     assert pull_market_data(settings, market_api).success
 
-    market_api.data["daily_bars"] = market_api_bars_with_new_closes()
+    market_api.data["daily_bars"] = daily_bars(close_bump=10.0)
     market_api.corrupt = ("daily_bars", 3, "missing_key")
     result = pull_market_data(settings, market_api)
 

@@ -1,0 +1,162 @@
+"""The ingestion domain's definitions: routing, jobs, schedules, freshness checks, config errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from alphaswarm_orch.defs import ingestion
+from alphaswarm_orch.defs.ingestion.checks import freshness_checks
+from alphaswarm_orch.defs.ingestion.config import (
+    CONNECTIONS_FILE,
+    IngestionConfigError,
+    load_ingestion_config,
+)
+from alphaswarm_orch.defs.ingestion.resources import AirbyteResource
+from alphaswarm_orch.routing import step_queues
+from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.tags import WORKLOAD_TAG
+
+CONNECTION = """
+  - name: vendor_prices
+    connection_id: 9b3c2d1e-4f5a-4b6c-8d7e-0f1a2b3c4d5e
+    streams: [prices, corporate_actions]
+    cron: "0 6 * * 1-5"
+    max_age_hours: 26
+"""
+
+
+def config_with(tmp_path: Path, connections: str, airbyte: str = "") -> Path:
+    text = CONNECTIONS_FILE.read_text().replace(
+        "airbyte_connections: []", f"airbyte_connections:{connections}"
+    )
+    if airbyte:
+        text = text.replace("airbyte:\n  auth: client_credentials\n", f"airbyte:\n{airbyte}")
+    path = tmp_path / "connections.yaml"
+    path.write_text(text)
+    return path
+
+
+def defs_for(tmp_path: Path, config_path: Path = CONNECTIONS_FILE) -> dg.Definitions:
+    settings = Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path)})
+    return ingestion.build_defs(settings, load_ingestion_config(config_path))
+
+
+def test_every_ingestion_step_runs_on_the_ingestion_queue(tmp_path):
+    defs = defs_for(tmp_path, config_with(tmp_path, CONNECTION))
+    jobs = [j for j in defs.resolve_all_job_defs() if j.name.startswith("ingestion_")]
+
+    assert {j.name for j in jobs} == {
+        "ingestion_sample_job",
+        "ingestion_pull_market_data_job",
+        "ingestion_pull_reference_data_job",
+        "ingestion_sync_vendor_prices_job",
+        "ingestion_check_freshness_job",
+    }
+    for job in jobs:
+        assert job.tags[WORKLOAD_TAG] == "ingestion", job.name
+        assert set(step_queues(job).values()) == {"ingestion"}, job.name
+
+
+def test_schedules_follow_the_config(tmp_path):
+    defs = defs_for(tmp_path, config_with(tmp_path, CONNECTION))
+    crons = {s.name: s.cron_schedule for s in defs.schedules}
+
+    assert crons == {
+        "ingestion_pull_market_data_job_schedule": "30 6 * * 1-5",
+        "ingestion_pull_reference_data_job_schedule": "0 5 * * 1-5",
+        "ingestion_sync_vendor_prices_job_schedule": "0 6 * * 1-5",
+        "ingestion_check_freshness_job_schedule": "*/30 * * * *",
+    }
+
+
+def test_a_declared_connection_becomes_stream_assets_with_freshness_checks(tmp_path):
+    defs = defs_for(tmp_path, config_with(tmp_path, CONNECTION))
+    graph = defs.resolve_asset_graph()
+
+    streams = {
+        dg.AssetKey(["ingestion", "vendor_prices", "prices"]),
+        dg.AssetKey(["ingestion", "vendor_prices", "corporate_actions"]),
+    }
+    assert streams <= graph.get_all_asset_keys()
+    checked = {key.asset_key for key in graph.asset_check_keys}
+    assert (
+        streams
+        | {
+            dg.AssetKey(["ingestion", "market_data", "daily_bars"]),
+            dg.AssetKey(["ingestion", "reference_data", "exchanges"]),
+        }
+        <= checked
+    )
+    assert dg.AssetKey(["ingestion", "sample", "instruments"]) not in checked  # unscheduled
+    for key in streams:
+        spec = graph.get(key)
+        assert spec.group_name == "ingestion"
+        assert spec.owners == ["team:ingestion"]
+        assert "airbyte" in spec.kinds
+
+
+def test_airbyte_resource_binds_secrets_from_the_environment_at_launch(tmp_path):
+    defs = defs_for(tmp_path, config_with(tmp_path, CONNECTION))
+    airbyte = defs.resources["airbyte"]
+
+    assert isinstance(airbyte, AirbyteResource)
+    assert airbyte.server_url == dg.EnvVar("ALPHASWARM_AIRBYTE_URL")
+    assert airbyte.client_secret == dg.EnvVar("ALPHASWARM_AIRBYTE_CLIENT_SECRET")
+    assert airbyte.poll_interval_seconds == 15
+    bearer = defs_for(tmp_path, config_with(tmp_path, CONNECTION, "  auth: bearer\n"))
+    assert bearer.resources["airbyte"].bearer_token == dg.EnvVar("ALPHASWARM_AIRBYTE_TOKEN")
+
+
+def test_shipped_config_declares_no_airbyte_resource_without_connections(tmp_path):
+    assert "airbyte" not in defs_for(tmp_path).resources
+
+
+@pytest.mark.parametrize(
+    ("connections", "airbyte", "message"),
+    [
+        (CONNECTION.replace("9b3c2d1e-", "not-a-uuid-"), "", "connection_id 'not-a-uuid-4f5a"),
+        (CONNECTION.replace('"0 6 * * 1-5"', '"every morning"'), "", "cron 'every morning'"),
+        (CONNECTION.replace("26", "-1"), "", "max_age_hours -1 must be a positive"),
+        (CONNECTION + CONNECTION, "", "names must be unique; repeated: vendor_prices"),
+        (CONNECTION.replace("vendor_prices", "market_data"), "", "collide with the dlt pulls"),
+        (CONNECTION.replace("name: vendor_prices", "name: Vendor-Prices"), "", "'Vendor-Prices'"),
+        (CONNECTION, "  auth: basic\n", "auth: 'basic' is not one of"),
+        (CONNECTION, "  poll_every: 5\n", "unknown setting 'poll_every'"),
+        (CONNECTION, "  request_timeout_seconds: fast\n", "request_timeout_seconds: 'fast'"),
+    ],
+)
+def test_bad_config_is_named(tmp_path, connections, airbyte, message):
+    path = config_with(tmp_path, connections, airbyte)
+    with pytest.raises(IngestionConfigError, match=re.escape(message)):
+        load_ingestion_config(path)
+
+
+def test_freshness_check_passes_when_fresh_and_warns_when_stale_or_never():
+    key = dg.AssetKey(["ingestion", "vendor", "prices"])
+
+    @dg.asset(key=key)
+    def prices() -> int:
+        return 1
+
+    fresh = freshness_checks({key: 1.0})
+    stale = freshness_checks({key: 1e-9})
+    with dg.instance_for_test() as instance:
+        never = dg.materialize(
+            [prices, fresh], instance=instance, selection=dg.AssetSelection.checks(fresh)
+        )
+        assert [e.passed for e in never.get_asset_check_evaluations()] == [False]
+        assert never.get_asset_check_evaluations()[0].metadata["age_hours"].value == "never"
+
+        passed = dg.materialize([prices, fresh], instance=instance)
+        (evaluation,) = passed.get_asset_check_evaluations()
+        assert evaluation.passed
+        assert evaluation.severity == dg.AssetCheckSeverity.WARN
+
+        late = dg.materialize(
+            [prices, stale], instance=instance, selection=dg.AssetSelection.checks(stale)
+        )
+        assert [e.passed for e in late.get_asset_check_evaluations()] == [False]
