@@ -186,8 +186,9 @@ def _semantic_problems(spec: WorkflowSpec) -> list[tuple[Loc, str]]:
             problems.append(
                 (
                     ("schedule",),
-                    f"invalid cron schedule {spec.schedule!r}: use five fields, "
-                    "minute hour day-of-month month day-of-week, e.g. '0 2 * * *'",
+                    f"invalid cron schedule {spec.schedule!r}: use five valid fields, minute "
+                    "(0-59) hour (0-23) day-of-month (1-31) month (1-12) day-of-week (0-6), "
+                    "e.g. '0 2 * * *'",
                 )
             )
 
