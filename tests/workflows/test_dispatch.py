@@ -224,12 +224,14 @@ def test_remote_failure_fails_the_step_with_the_remote_error(stack: Stack) -> No
 def test_timeout_fails_the_step_and_revokes_the_task(stack: Stack) -> None:
     run = stack.run_to_end("timeout")
     assert run.status == dg.DagsterRunStatus.FAILURE
-    task_id = stack.redis.get(keys("timeout")["started_key"])
-    assert task_id, "the executor never started the task"
     failure = stack.failure(run, "wait").step_failure_data.user_failure_data
+    task_id = failure.metadata["task_id"].value
     assert f"[{task_id}] on 'backtest' gave no result within 4s" in failure.description
-    assert failure.metadata["task_id"].value == task_id
-    assert stack.revocation(task_id) == {"terminated": "1", "signum": str(int(signal.SIGTERM))}
+    revocation = stack.revocation(task_id)
+    if stack.redis.get(keys("timeout")["started_key"]) == task_id:  # the usual case
+        assert revocation == {"terminated": "1", "signum": str(int(signal.SIGTERM))}
+    else:  # an executor too busy to start it in 4 s discards it on arrival instead
+        assert revocation["terminated"] == "0"
 
 
 def test_run_termination_revokes_the_task_and_cancels_the_run(stack: Stack) -> None:
