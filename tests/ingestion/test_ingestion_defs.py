@@ -144,7 +144,7 @@ def test_freshness_check_passes_when_fresh_and_warns_when_stale_or_never():
 
     fresh = freshness_checks({key: 1.0})
     stale = freshness_checks({key: 1e-9})
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         never = dg.materialize(
             [prices, fresh], instance=instance, selection=dg.AssetSelection.checks(fresh)
         )

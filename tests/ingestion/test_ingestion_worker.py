@@ -1,0 +1,54 @@
+"""The production path: the sample pull runs on a real `ingestion` Celery worker and lands in
+Postgres (ALPHASWARM_POSTGRES_URL), with the run on the Postgres-backed instance."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+
+from tests.support.runs import step_outcomes, step_workers
+
+REPO = Path(__file__).resolve().parents[2]
+EXECUTE = [sys.executable, "-m", "dagster", "job", "execute", "-m", "alphaswarm_orch.definitions"]
+
+pytestmark = pytest.mark.integration
+
+
+def test_sample_pull_runs_on_the_ingestion_worker_into_postgres(
+    orch_env: dict[str, str], start_worker, instance: dg.DagsterInstance
+) -> None:
+    worker = start_worker("ingestion", "w-ingestion")
+
+    result = subprocess.run(
+        [*EXECUTE, "-j", "ingestion_sample_job"],
+        env=orch_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    [run] = instance.get_runs()
+    assert run.tags["alphaswarm/workload"] == "ingestion"
+    assert step_outcomes(instance, run.run_id) == {"ingestion_sample_pull": "SUCCESS"}
+    assert step_workers(instance, run.run_id) == {"ingestion_sample_pull": worker.node}
+
+    url = orch_env["ALPHASWARM_POSTGRES_URL"].replace("postgresql+psycopg2://", "postgresql://")
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM sample.instruments")
+            assert cur.fetchone() == (5,)
+            cur.execute("SELECT count(*) FROM sample.daily_bars")
+            assert cur.fetchone() == (50,)
+    finally:
+        conn.close()
+    assert not (
+        Path(orch_env["ALPHASWARM_STORAGE_DIR"]) / "ingestion" / "ingestion.duckdb"
+    ).exists()
