@@ -118,7 +118,7 @@ def load_specs(directory: Path) -> list[WorkflowSpec]:
     problems: list[SpecProblem] = []
     specs: list[WorkflowSpec] = []
     first_seen: dict[str, WorkflowSpec] = {}
-    for path in sorted(p for p in directory.iterdir() if p.suffix in SPEC_SUFFIXES):
+    for path in sorted(p for p in directory.iterdir() if p.suffix in SPEC_SUFFIXES and p.is_file()):
         try:
             spec = load_spec(path)
         except WorkflowSpecError as exc:
@@ -144,7 +144,11 @@ def load_specs(directory: Path) -> list[WorkflowSpec]:
 
 def load_spec(path: Path) -> WorkflowSpec:
     """Parse and validate one spec file, raising WorkflowSpecError with every problem found."""
-    loader = yaml.SafeLoader(path.read_text())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowSpecError([SpecProblem(path, None, "", f"cannot read: {exc}")]) from exc
+    loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

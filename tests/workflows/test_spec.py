@@ -351,6 +351,13 @@ def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
     assert "not valid YAML" in problem.message
 
 
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(WorkflowSpecError, match=r"latin1\.yaml: \(document\): cannot read"):
+        load_spec(path)
+
+
 def test_all_bad_files_are_reported_together(tmp_path: Path) -> None:
     bad_cron = write(tmp_path, "a.yaml", "name: a\nschedule: nope\nsteps: [{name: s, op: noop}]\n")
     bad_dep = write(tmp_path, "b.yaml", "name: b\nsteps: [{name: s, op: noop, depends_on: [x]}]\n")
