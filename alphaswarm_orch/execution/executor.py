@@ -2,17 +2,64 @@
 
 With a broker configured, steps go to Celery over Redis and are routed by their
 `dagster-celery/queue` tag; the broker and backend come from the environment when the run
-starts, so no URL (and no password) is ever written into run config.
+starts, so no URL (and no password) is ever written into run config. The run loop
+(`loop.py`) replaces dagster-celery's 1 s polling loop; the worker task is `tasks.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import dagster as dg
+from dagster._core.events import DagsterEvent
+from dagster._core.execution.context.system import PlanOrchestrationContext
+from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.retries import RetryMode, get_retries_config
-from dagster_celery.executor import CeleryExecutor
+from dagster_celery.make_app import make_app
 
 from alphaswarm_orch.execution.celery_config import celery_config
+from alphaswarm_orch.execution.loop import celery_execution_loop
 from alphaswarm_orch.settings import Settings
+
+
+class AlphaswarmCeleryExecutor(dg.Executor):
+    """Runs each step as a Celery task on the worker of its queue (see loop.py, tasks.py)."""
+
+    def __init__(
+        self,
+        retries: RetryMode,
+        broker: str,
+        backend: str | None,
+        include: list[str],
+        config_source: dict[str, Any],
+    ) -> None:
+        self._retries = retries
+        self.broker = broker
+        self.backend = backend
+        self.include = include
+        self.config_source = config_source
+
+    @property
+    def retries(self) -> RetryMode:
+        return self._retries
+
+    def app_args(self) -> dict[str, Any]:
+        return {
+            "broker": self.broker,
+            "backend": self.backend,
+            "include": self.include,
+            "config_source": self.config_source,
+        }
+
+    def execute(
+        self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
+    ) -> Iterator[DagsterEvent]:
+        app = make_app(self.app_args())
+        try:
+            yield from celery_execution_loop(plan_context, execution_plan, app)
+        finally:
+            app.close()
 
 
 @dg.executor(
@@ -26,7 +73,7 @@ from alphaswarm_orch.settings import Settings
         "backend": dg.Field(
             dg.Noneable(dg.StringSource),
             is_required=False,
-            description="Celery result backend; default ALPHASWARM_RESULT_BACKEND or broker db 1.",
+            description="Redis result backend; default ALPHASWARM_RESULT_BACKEND or broker db 1.",
         ),
         "include": dg.Field([str], is_required=False, default_value=[]),
         "config_source": dg.Field(dg.Noneable(dg.Permissive()), is_required=False),
@@ -40,7 +87,7 @@ def alphaswarm_celery_executor(init_context: dg.InitExecutorContext) -> dg.Execu
     config = init_context.executor_config
     broker = config.get("broker") or settings.require_broker("the Celery executor")
     backend = config.get("backend") or settings.result_backend
-    return CeleryExecutor(
+    return AlphaswarmCeleryExecutor(
         retries=RetryMode.from_config(config["retries"]),
         broker=broker,
         backend=backend,

@@ -1,11 +1,189 @@
-"""The Celery tasks a worker registers to run this code location's steps."""
+"""The Celery task a worker registers to run one step of a run (dagster-celery's protocol).
+
+Same task name and arguments as dagster-celery's `execute_plan` (packed ExecuteStepArgs plus
+the ReconstructableJob dict), so a step message reads the same in Flower and in the broker.
+What differs, and why:
+
+- Reuse per pool process: one DagsterInstance per instance ref and one loaded job per job
+  origin, instead of rebuilding both for every step. Code is therefore loaded once per worker
+  process: **restart workers on every code deploy**. A worker whose loaded job no longer
+  matches the run's job snapshot refuses the step with an error that says so.
+- Late acknowledgement: a message is acked when the step is done. If the pool process dies,
+  Celery sends the step again (up to MAX_WORKER_LOSSES times), then stores WorkerLostError.
+- A heartbeat while the step runs (see liveness.py) so that the run loop notices a worker that
+  died as a whole, and a watcher that interrupts the step when its run is terminated.
+- The kill switch is checked before the step starts; refusals and other failures before the
+  step runs come back as an `error` the run loop records as the step's failure.
+
+The result is `{"events": [serialized DagsterEvent, ...], "error": serialized error | None}`.
+"""
 
 from __future__ import annotations
 
-from celery import Celery
-from dagster_celery.tasks import create_task
+import json
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from celery import Celery, Task
+from dagster._core.definitions.reconstruct import ReconstructableJob
+from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._core.events import EngineEventData
+from dagster._core.execution.api import create_execution_plan, execute_plan_iterator
+from dagster._grpc.types import ExecuteStepArgs
+from dagster._serdes import serialize_value, unpack_value
+from dagster._utils.error import serializable_error_info_from_exc_info
+from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
+from dagster_celery.core_execution_loop import DELEGATE_MARKER
+
+from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.execution.liveness import StepWatch, admission, worker_identity
+from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
+from alphaswarm_orch.settings import Settings
+
+MAX_WORKER_LOSSES = 2
+"""Times Celery sends a step again after its pool process died before it gives up."""
+
+
+class StepRefused(RuntimeError):
+    """A step this worker must not run; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LoadedJob:
+    recon_job: ReconstructableJob
+    snapshot_id: str
+
+
+_instances: dict[str, dg.DagsterInstance] = {}
+_jobs: dict[str, LoadedJob] = {}
+_kill_switch: list[KillSwitch | None] = []
+
+
+def _instance(ref: Any) -> dg.DagsterInstance:
+    """One instance per instance ref and pool process (opening one costs a storage setup)."""
+    key = serialize_value(ref)
+    if key not in _instances:
+        _instances[key] = dg.DagsterInstance.from_ref(ref)
+    return _instances[key]
+
+
+def _job(executable_dict: dict[str, Any]) -> LoadedJob:
+    """The job loaded once per origin and pool process; see the module doc on deploys."""
+    key = json.dumps(executable_dict, sort_keys=True)
+    if key not in _jobs:
+        recon_job = ReconstructableJob.from_dict(executable_dict)
+        _jobs[key] = LoadedJob(recon_job, recon_job.get_definition().get_job_snapshot_id())
+    return _jobs[key]
+
+
+def _kill_switch_for_worker() -> KillSwitch | None:
+    if not _kill_switch:
+        settings = Settings.from_env()
+        _kill_switch.append(KillSwitch.from_settings(settings) if settings.redis_url else None)
+    return _kill_switch[0]
+
+
+def _check_code_version(job: LoadedJob, run: dg.DagsterRun, where: str) -> None:
+    if run.job_snapshot_id is not None and run.job_snapshot_id != job.snapshot_id:
+        raise StepRefused(
+            f"{where} has a different version of job {run.job_name!r} loaded (snapshot "
+            f"{job.snapshot_id[:12]}) than run {run.run_id} was created with "
+            f"({run.job_snapshot_id[:12]}). Workers load code once: restart them on every "
+            "code deploy, then re-execute the run."
+        )
+
+
+def _error(exc_info: Any) -> dict[str, Any]:
+    return {"events": [], "error": serialize_value(serializable_error_info_from_exc_info(exc_info))}
+
+
+def execute_step(
+    task: Task, execute_step_args_packed: dict[str, Any], executable_dict: dict[str, Any]
+) -> dict[str, Any]:
+    """Run one step and return its events (the run loop handles them in order)."""
+    args = unpack_value(execute_step_args_packed, as_type=ExecuteStepArgs)
+    (step_key,) = args.step_keys_to_execute or ()  # the run loop sends one step per task
+    client = task.backend.client
+    task_id = task.request.id
+    refusal = admission(client, task_id, args.run_id)
+    if refusal is not None:
+        return {"events": [], "error": None, "skipped": refusal}
+    identity = worker_identity(task.request.hostname)
+    with StepWatch(client, task_id, args.run_id, identity) as watch:
+        try:
+            instance = _instance(args.instance_ref)
+            job = _job(executable_dict)
+            run = instance.get_run_by_id(args.run_id)
+            if run is None:
+                raise StepRefused(f"run {args.run_id} is not in the Dagster instance")
+            _check_code_version(job, run, f"worker {identity}")
+            plan = create_execution_plan(
+                job.recon_job,
+                run.run_config,
+                step_keys_to_execute=[step_key],
+                known_state=args.known_state,
+            )
+            queue = plan.get_step_by_key(step_key).tags.get(QUEUE_TAG, DEFAULT_QUEUE)
+            kill_switch = _kill_switch_for_worker()
+            if kill_switch is not None:
+                kill_switch.check(f"step {step_key}", queue=queue)
+        except Exception:
+            return _error(sys.exc_info())
+
+        events = [
+            instance.report_engine_event(
+                f"Executing step {step_key} in celery worker",
+                run,
+                EngineEventData(
+                    {"step_keys": step_key, "Celery worker": task.request.hostname},
+                    marker_end=DELEGATE_MARKER,
+                ),
+                step_key=step_key,
+            )
+        ]
+        sigterm = _sigterm_handler()
+        try:
+            for event in execute_plan_iterator(
+                execution_plan=plan,
+                job=job.recon_job,
+                dagster_run=run,
+                instance=instance,
+                retry_mode=args.retry_mode,
+                run_config=run.run_config,
+            ):
+                events.append(event)
+        except DagsterExecutionInterruptedError:
+            if not watch.cancelled:
+                raise  # a real SIGINT/SIGTERM: let Celery see it
+        finally:
+            _restore_sigterm(sigterm)
+    return {"events": [serialize_value(event) for event in events], "error": None}
+
+
+def _sigterm_handler() -> Any:
+    """Dagster's interrupt capture rebinds SIGTERM; keep the pool process's own handler."""
+    if threading.current_thread() is threading.main_thread():
+        return signal.getsignal(signal.SIGTERM)
+    return None
+
+
+def _restore_sigterm(handler: Any) -> None:
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def register_tasks(app: Celery) -> None:
-    """Register the step task (dagster-celery's `execute_plan` protocol) on `app`."""
-    create_task(app)
+    """Register the step task on the worker's Celery `app`."""
+    app.task(
+        bind=True,
+        name=TASK_EXECUTE_PLAN_NAME,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        retry_on_worker_lost=True,
+        max_retries=MAX_WORKER_LOSSES,
+        default_retry_delay=0,
+    )(execute_step)

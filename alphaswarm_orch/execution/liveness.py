@@ -1,0 +1,116 @@
+"""What the run loop and a running step tell each other through the result-backend Redis.
+
+A running step refreshes a heartbeat key; the run loop reads it to tell a step that is still
+working from one whose worker died. The run loop sets a cancel key when its run is
+terminated; the step's watcher thread sees it within a second and interrupts the step. A step
+the run loop gave up on is marked abandoned, so a late redelivery of it does not run again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+
+import redis
+
+HEARTBEAT_INTERVAL_SECONDS = 1.0
+"""How often a running step beats and looks for a cancel request."""
+
+HEARTBEAT_TTL_SECONDS = 10
+"""A heartbeat older than this means the step's worker is gone."""
+
+LOST_GRACE_SECONDS = 3.0
+"""After the heartbeat lapses, how long the run loop waits for Celery to redeliver the step
+before it declares the worker lost. Worst case detection: TTL + grace + one sweep (~15 s)."""
+
+MARK_TTL_SECONDS = 24 * 60 * 60
+
+
+def heartbeat_key(task_id: str) -> str:
+    return f"alphaswarm:step:{task_id}:heartbeat"
+
+
+def abandoned_key(task_id: str) -> str:
+    return f"alphaswarm:step:{task_id}:abandoned"
+
+
+def cancel_key(run_id: str) -> str:
+    return f"alphaswarm:run:{run_id}:cancel"
+
+
+def worker_identity(hostname: str | None) -> str:
+    """`<celery node> pid <pid>`: who runs a step, for heartbeats and error messages."""
+    return f"{hostname or socket.gethostname()} pid {os.getpid()}"
+
+
+def admission(client: redis.Redis, task_id: str, run_id: str) -> str | None:
+    """Why a delivered step must not run (its run was cancelled, or it was abandoned)."""
+    abandoned, cancelled = client.mget([abandoned_key(task_id), cancel_key(run_id)])
+    if cancelled is not None:
+        return "its run was terminated"
+    if abandoned is not None:
+        return "the run gave up on it after losing its worker"
+    return None
+
+
+def request_cancel(client: redis.Redis, run_id: str) -> None:
+    client.set(cancel_key(run_id), "1", ex=MARK_TTL_SECONDS)
+
+
+def abandon(client: redis.Redis, task_id: str) -> None:
+    client.set(abandoned_key(task_id), "1", ex=MARK_TTL_SECONDS)
+
+
+def interrupt_main_thread() -> None:
+    """SIGINT to this process: Dagster turns it into DagsterExecutionInterruptedError inside
+    the op's code (a Celery pool process ignores SIGINT outside a step)."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+class StepWatch:
+    """Beats for one running step and interrupts it once its run is cancelled."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        task_id: str,
+        run_id: str,
+        identity: str,
+        on_cancel: Callable[[], None] = interrupt_main_thread,
+    ) -> None:
+        self._client = client
+        self._heartbeat = heartbeat_key(task_id)
+        self._cancel = cancel_key(run_id)
+        self._identity = identity
+        self._on_cancel = on_cancel
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alphaswarm-step-watch", daemon=True)
+        self.cancelled = False
+
+    def __enter__(self) -> StepWatch:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        try:
+            with self._client.pipeline() as pipe:
+                pipe.set(self._heartbeat, self._identity, ex=HEARTBEAT_TTL_SECONDS)
+                pipe.exists(self._cancel)
+                _ok, cancelled = pipe.execute()
+        except redis.RedisError:
+            return  # a missed beat is tolerated; TTL / interval beats in a row are not
+        if cancelled and not self._stopped.is_set():
+            self.cancelled = True
+            self._on_cancel()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_INTERVAL_SECONDS):
+            self._beat()

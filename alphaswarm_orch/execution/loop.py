@@ -1,0 +1,364 @@
+"""The run loop: submit ready steps to Celery, act on each result as soon as it is stored.
+
+Completion is event-driven: the Redis result backend publishes every stored result on the
+task's key, and the loop waits on a subscription to the keys of its in-flight steps (one
+batched MGET per second backs it up, together with the heartbeat check). It also:
+
+- submits in Dagster priority order with the Redis priority inverted (priority.py);
+- on termination (launcher interrupt, or the run marked CANCELING by anyone) stops submitting,
+  asks running steps to stop (liveness.cancel_key), waits for them up to STOP_TIMEOUT_SECONDS,
+  and lets Dagster end the run CANCELED;
+- records a failure before or around a step (kill switch, stale worker code, worker lost)
+  as that step's STEP_FAILURE, or STEP_UP_FOR_RETRY when the op's retry policy allows.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from billiard.exceptions import WorkerLostError
+from celery import Celery, states
+from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.execution.context.system import PlanOrchestrationContext
+from dagster._core.execution.plan.active import ActiveExecution
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+from dagster._core.execution.plan.objects import StepFailureData, StepRetryData
+from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.plan.step import ExecutionStep
+from dagster._grpc.types import ExecuteStepArgs
+from dagster._serdes import pack_value
+from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
+from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
+from dagster_celery.core_execution_loop import DELEGATE_MARKER
+from dagster_shared.serdes import deserialize_value
+
+from alphaswarm_orch.execution import liveness
+from alphaswarm_orch.execution.priority import dagster_priority, redis_priority
+from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
+
+SWEEP_SECONDS = 1.0
+"""Batched result + heartbeat lookup, and the run-status check for termination."""
+
+IDLE_WAIT_SECONDS = 0.25
+"""Longest wait for a result notification before re-checking retries and concurrency slots."""
+
+STOP_TIMEOUT_SECONDS = 60.0
+"""After termination, how long running steps get to stop before the loop stops waiting."""
+
+_TERMINATING = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+
+
+@dataclass
+class InFlight:
+    """One submitted step."""
+
+    step_key: str
+    task_id: str
+    channel: bytes
+    queue: str
+    worker: str | None = None
+    lost_since: float | None = None
+
+
+class ResultWatcher:
+    """Waits for stored results of in-flight steps on the Redis result backend."""
+
+    def __init__(self, app: Celery) -> None:
+        self.backend = app.backend
+        if not hasattr(self.backend, "client") or not hasattr(self.backend, "get_key_for_task"):
+            raise dg.DagsterInvariantViolationError(
+                f"the alphaswarm_celery executor needs a Redis result backend, got "
+                f"{type(self.backend).__name__}: set ALPHASWARM_RESULT_BACKEND to redis://..."
+            )
+        self.client = self.backend.client
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self._by_channel: dict[bytes, str] = {}
+        self._arrived: dict[str, dict[str, Any]] = {}
+
+    def channel(self, task_id: str) -> bytes:
+        key = self.backend.get_key_for_task(task_id)
+        return key if isinstance(key, bytes) else key.encode()
+
+    def watch(self, flight: InFlight) -> None:
+        """Subscribe before the task is sent, so its result cannot be missed."""
+        self._by_channel[flight.channel] = flight.task_id
+        self.pubsub.subscribe(flight.channel)
+
+    def forget(self, flight: InFlight) -> None:
+        self._by_channel.pop(flight.channel, None)
+        self._arrived.pop(flight.task_id, None)
+        self.pubsub.unsubscribe(flight.channel)
+
+    def wait(self, timeout: float) -> None:
+        """Block until a notification arrives or `timeout` passes, then drain the rest."""
+        message = self.pubsub.get_message(timeout=max(timeout, 0.0))
+        while message is not None:
+            self._record(message)
+            message = self.pubsub.get_message(timeout=0.0)
+
+    def _record(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message":
+            return
+        task_id = self._by_channel.get(message["channel"])
+        if task_id is not None:
+            self._arrived[task_id] = self.backend.decode_result(message["data"])
+
+    def sweep(self, flights: list[InFlight]) -> dict[str, bytes | None]:
+        """One round trip: every in-flight result and heartbeat. Returns heartbeats by task."""
+        if not flights:
+            return {}
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.mget([f.channel for f in flights])
+            pipe.mget([liveness.heartbeat_key(f.task_id) for f in flights])
+            results, beats = pipe.execute()
+        for flight, raw in zip(flights, results, strict=True):
+            if raw is not None:
+                self._arrived[flight.task_id] = self.backend.decode_result(raw)
+        return {f.task_id: beat for f, beat in zip(flights, beats, strict=True)}
+
+    def take(self, task_id: str) -> dict[str, Any] | None:
+        """The latest stored state of `task_id`, once (None when nothing new arrived)."""
+        return self._arrived.pop(task_id, None)
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
+def celery_execution_loop(
+    job_context: PlanOrchestrationContext, execution_plan: ExecutionPlan, app: Celery
+) -> Iterator[DagsterEvent]:
+    """Execute `execution_plan` on Celery workers, yielding the steps' events in order."""
+    if execution_plan.step_keys_to_execute:
+        dg._check.invariant(
+            execution_plan.artifacts_persisted,
+            "Steps run on other machines: use an IO manager on shared storage "
+            "(FilesystemIOManager on a shared volume, S3, GCS), not in-memory IO.",
+        )
+    run = _Run(job_context, execution_plan, app)
+    try:
+        with (
+            InstanceConcurrencyContext(job_context.instance, job_context.dagster_run) as slots,
+            execution_plan.start(
+                retry_mode=job_context.executor.retries,
+                sort_key_fn=lambda step: -run.priority(step),
+                instance_concurrency_context=slots,
+            ) as active,
+        ):
+            yield from run.drive(active)
+    finally:
+        run.watcher.close()
+
+
+class _Run:
+    """State of one run loop."""
+
+    def __init__(
+        self, job_context: PlanOrchestrationContext, plan: ExecutionPlan, app: Celery
+    ) -> None:
+        self.context = job_context
+        self.plan = plan
+        self.app = app
+        self.watcher = ResultWatcher(app)
+        self.flights: dict[str, InFlight] = {}
+        self.run_tags = job_context.dagster_run.tags
+        self.stopping = False
+
+    def priority(self, step: ExecutionStep) -> int:
+        return dagster_priority(step.tags, self.run_tags, where=f"step {step.key}")
+
+    def drive(self, active: ActiveExecution) -> Iterator[DagsterEvent]:
+        next_sweep = 0.0
+        stop_deadline = float("inf")
+        while (not active.is_complete and not self.stopping) or self.flights:
+            now = time.monotonic()
+            sweeping = now >= next_sweep
+            if not self.stopping and (
+                active.check_for_interrupts() or (sweeping and self._cancel_requested())
+            ):
+                yield from self._stop(active)
+                stop_deadline = now + STOP_TIMEOUT_SECONDS
+            if now > stop_deadline:
+                yield DagsterEvent.engine_event(
+                    self.context,
+                    f"Stopped waiting for steps {sorted(self.flights)} "
+                    f"{STOP_TIMEOUT_SECONDS:.0f}s after termination.",
+                    EngineEventData(),
+                )
+                return
+            beats = self.watcher.sweep(list(self.flights.values())) if sweeping else {}
+            if sweeping:
+                next_sweep = now + SWEEP_SECONDS
+            for flight in list(self.flights.values()):
+                yield from self._settle(active, flight, beats, now)
+            yield from active.plan_events_iterator(self.context)
+            if not self.stopping:
+                for step in active.get_steps_to_execute():
+                    yield from self._submit(active, step)
+            if (not active.is_complete and not self.stopping) or self.flights:
+                self.watcher.wait(min(IDLE_WAIT_SECONDS, max(0.0, next_sweep - time.monotonic())))
+
+    def _cancel_requested(self) -> bool:
+        current = self.context.instance.get_run_by_id(self.context.run_id)
+        return current is not None and current.status in _TERMINATING
+
+    def _stop(self, active: ActiveExecution) -> Iterator[DagsterEvent]:
+        self.stopping = True
+        active.mark_interrupted()
+        liveness.request_cancel(self.watcher.client, self.context.run_id)
+        started = [f.step_key for f in self.flights.values() if f.worker is not None]
+        for flight in [f for f in self.flights.values() if f.worker is None]:
+            # Not started yet: the worker that takes it skips it (liveness.admission).
+            self._drop(flight)
+        yield DagsterEvent.engine_event(
+            self.context,
+            f"Run terminated: interrupting running steps {started} on their workers.",
+            EngineEventData.interrupted(started),
+        )
+
+    def _submit(self, active: ActiveExecution, step: ExecutionStep) -> Iterator[DagsterEvent]:
+        queue = step.tags.get(QUEUE_TAG, DEFAULT_QUEUE)
+        task_id = str(uuid.uuid4())
+        flight = InFlight(step.key, task_id, self.watcher.channel(task_id), queue)
+        yield DagsterEvent.engine_event(
+            self.context.for_step(step),
+            f'Submitting celery task for step "{step.key}" to queue "{queue}".',
+            EngineEventData(marker_start=DELEGATE_MARKER),
+        )
+        args = ExecuteStepArgs(
+            job_origin=self.context.reconstructable_job.get_python_origin(),
+            run_id=self.context.run_id,
+            step_keys_to_execute=[step.key],
+            instance_ref=self.context.instance.get_ref(),
+            retry_mode=self.context.executor.retries.for_inner_plan(),
+            known_state=active.get_known_state(),
+            print_serialized_events=True,
+        )
+        self.watcher.watch(flight)
+        self.flights[step.key] = flight
+        self.app.send_task(
+            TASK_EXECUTE_PLAN_NAME,
+            kwargs={
+                "execute_step_args_packed": pack_value(args),
+                "executable_dict": self.context.reconstructable_job.to_dict(),
+            },
+            task_id=task_id,
+            queue=queue,
+            routing_key=f"{queue}.{TASK_EXECUTE_PLAN_NAME}",
+            priority=redis_priority(self.priority(step)),
+        )
+
+    def _settle(
+        self,
+        active: ActiveExecution,
+        flight: InFlight,
+        beats: dict[str, bytes | None],
+        now: float,
+    ) -> Iterator[DagsterEvent]:
+        """Act on what is known about one in-flight step: result, redelivery, or silence."""
+        meta = self.watcher.take(flight.task_id)
+        status = meta["status"] if meta else None
+        if status == states.SUCCESS:
+            yield from self._finish(active, flight, meta["result"])
+            return
+        if status in states.EXCEPTION_STATES and status != states.RETRY:
+            lost = isinstance(meta["result"], WorkerLostError)
+            yield from self._fail(active, flight, _error_info(meta["result"]), lost=lost)
+            return
+        if status == states.RETRY:
+            yield DagsterEvent.engine_event(
+                self.context.for_step(self.plan.get_step_by_key(flight.step_key)),
+                f"Worker {flight.worker or '(unknown)'} died while running step "
+                f'"{flight.step_key}": Celery sent the step again.',
+                EngineEventData(),
+            )
+            flight.worker, flight.lost_since = None, None
+        if flight.task_id not in beats:
+            return
+        beat = beats[flight.task_id]
+        if beat is not None:
+            flight.worker, flight.lost_since = beat.decode(), None
+        elif flight.worker is not None:
+            flight.lost_since = flight.lost_since or now
+            if now - flight.lost_since >= liveness.LOST_GRACE_SECONDS:
+                yield from self._lost(active, flight)
+
+    def _finish(
+        self, active: ActiveExecution, flight: InFlight, result: dict[str, Any]
+    ) -> Iterator[DagsterEvent]:
+        self._drop(flight)
+        for raw in result["events"]:
+            event = deserialize_value(raw, DagsterEvent)
+            yield event
+            active.handle_event(event)
+        if result.get("error"):
+            error = deserialize_value(result["error"], SerializableErrorInfo)
+            yield from self._record_failure(active, flight.step_key, error, retryable=False)
+        elif result.get("skipped"):
+            yield DagsterEvent.engine_event(
+                self.context,
+                f'Step "{flight.step_key}" was not run: {result["skipped"]}.',
+                EngineEventData(),
+            )
+        active.verify_complete(self.context, flight.step_key)
+
+    def _fail(
+        self, active: ActiveExecution, flight: InFlight, error: SerializableErrorInfo, lost: bool
+    ) -> Iterator[DagsterEvent]:
+        self._drop(flight)
+        yield from self._record_failure(active, flight.step_key, error, retryable=lost)
+        active.verify_complete(self.context, flight.step_key)
+
+    def _lost(self, active: ActiveExecution, flight: InFlight) -> Iterator[DagsterEvent]:
+        """The worker running this step died as a whole (no heartbeat, no redelivery)."""
+        liveness.abandon(self.watcher.client, flight.task_id)
+        self.app.control.revoke(flight.task_id)
+        message = (
+            f'Step "{flight.step_key}" lost its worker {flight.worker}: no heartbeat for '
+            f"{liveness.HEARTBEAT_TTL_SECONDS + liveness.LOST_GRACE_SECONDS:.0f}s and no "
+            f'redelivery. The worker process for queue "{flight.queue}" was killed or its '
+            "node was lost (check OOM kills and node events)."
+        )
+        error = SerializableErrorInfo(message=message, stack=[], cls_name="WorkerLostError")
+        yield from self._fail(active, flight, error, lost=True)
+
+    def _record_failure(
+        self, active: ActiveExecution, step_key: str, error: SerializableErrorInfo, retryable: bool
+    ) -> Iterator[DagsterEvent]:
+        """A STEP_FAILURE (or STEP_UP_FOR_RETRY when the op's policy allows) for `step_key`."""
+        step_context = self.context.for_step(self.plan.get_step_by_key(step_key))
+        policy = step_context.op_retry_policy
+        attempt = active.retry_state.get_attempt_count(step_key)
+        if (
+            retryable
+            and policy is not None
+            and self.context.executor.retries.enabled
+            and attempt < policy.max_retries
+        ):
+            event = DagsterEvent.step_retry_event(
+                step_context,
+                StepRetryData(error=error, seconds_to_wait=policy.calculate_delay(attempt + 1)),
+            )
+        else:
+            event = DagsterEvent.step_failure_event(
+                step_context, StepFailureData(error=error, user_failure_data=None)
+            )
+        yield event
+        active.handle_event(event)
+
+    def _drop(self, flight: InFlight) -> None:
+        self.flights.pop(flight.step_key, None)
+        self.watcher.forget(flight)
+
+
+def _error_info(exc: Any) -> SerializableErrorInfo:
+    """A stored task exception as Dagster error info (names WorkerLostError plainly)."""
+    try:
+        raise exc if isinstance(exc, BaseException) else RuntimeError(str(exc))
+    except BaseException:
+        return serializable_error_info_from_exc_info(sys.exc_info())

@@ -1,0 +1,243 @@
+"""The alphaswarm_celery executor on real workers: termination, worker loss, priority,
+routing across queues and the kill switch, observed on the worker side through Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import redis
+import yaml
+
+from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.execution.redis_queues import queue_keys, queue_length
+from alphaswarm_orch.settings import Settings
+from tests.support.runs import step_outcomes, step_workers, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+EXECUTE = [sys.executable, "-m", "dagster", "job", "execute", "-m", "tests.execution.jobs"]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(orch_env: dict[str, str]) -> dict[str, str]:
+    """orch_env with the repo importable by workers and a kill-switch key of this test's own."""
+    return {
+        **orch_env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), orch_env.get("PYTHONPATH")])),
+        "ALPHASWARM_KILL_SWITCH_KEY": f"alphaswarm:test:kill:{uuid.uuid4().hex}",
+    }
+
+
+@pytest.fixture
+def instance(env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("ALPHASWARM_", "DAGSTER_"))})
+    try:
+        with dg.DagsterInstance.get() as inst:
+            yield inst
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def broker(env: dict[str, str]) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(env["ALPHASWARM_BROKER_URL"], decode_responses=True)
+    yield client
+    client.close()
+
+
+def _launch(env: dict[str, str], tmp_path: Path, job: str, ops: dict) -> subprocess.Popen:
+    config = tmp_path / f"{job}.yaml"
+    config.write_text(yaml.safe_dump({"ops": ops}))
+    log = open(tmp_path / f"{job}.log", "w")  # noqa: SIM115 - the process writes it
+    return subprocess.Popen(
+        [*EXECUTE, "-j", job, "-c", str(config)], env=env, cwd=REPO, stdout=log, stderr=log
+    )
+
+
+def _finish(process: subprocess.Popen, tmp_path: Path, job: str, timeout: float = 180) -> None:
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(
+            f"{job} did not finish in {timeout}s:\n{(tmp_path / f'{job}.log').read_text()}"
+        ) from None
+
+
+def _reports(broker: redis.Redis, key: str) -> list[str]:
+    return broker.lrange(key, 0, -1)
+
+
+def _only_run(instance: dg.DagsterInstance) -> dg.DagsterRun:
+    [run] = wait_for(instance.get_runs, 120, "the run to be created")
+    return run
+
+
+def _finished_run(instance: dg.DagsterInstance, tmp_path: Path, job: str) -> dg.DagsterRun:
+    """The run of `job` once its `dagster job execute` exited (with its log if there is none)."""
+    runs = instance.get_runs()
+    assert len(runs) == 1, (tmp_path / f"{job}.log").read_text()
+    return runs[0]
+
+
+def _step_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    kinds = (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    messages = []
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is not None and event.event_type in kinds:
+            messages.append(event.event_specific_data.error.message)
+    return messages
+
+
+def test_terminating_a_run_interrupts_its_running_step_and_the_run_ends_canceled(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    start_worker("default", "w-term", env=env)
+    key = f"report:{uuid.uuid4().hex}"
+    process = _launch(
+        env,
+        tmp_path,
+        "block_job",
+        {"blocker": {"config": {"report_key": key, "block_seconds": 300}}},
+    )
+    try:
+        wait_for(lambda: _reports(broker, key), 120, "the step to start on the worker")
+        run = _only_run(instance)
+        instance.run_launcher.terminate(run.run_id)  # what the UI's Terminate does
+        wait_for(
+            lambda: any(r.startswith("interrupted blocker") for r in _reports(broker, key)),
+            60,
+            "the worker to interrupt the running step",
+        )
+        _finish(process, tmp_path, "block_job")
+    finally:
+        process.kill()
+    reports = _reports(broker, key)
+    assert reports[-1] == "interrupted blocker by DagsterExecutionInterruptedError"
+    assert not any(r.startswith("finished") for r in reports)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
+
+
+def _parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_pool_process_killed_mid_step_is_sent_again_and_the_run_succeeds(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    start_worker("default", "w-requeue", env=env)
+    key = f"report:{uuid.uuid4().hex}"
+    process = _launch(
+        env, tmp_path, "block_job", {"blocker": {"config": {"report_key": key, "block_seconds": 3}}}
+    )
+    try:
+        [first] = wait_for(lambda: _reports(broker, key), 120, "the step to start")
+        os.kill(int(first.rsplit(" ", 1)[1]), signal.SIGKILL)
+        _finish(process, tmp_path, "block_job")
+    finally:
+        process.kill()
+    reports = _reports(broker, key)
+    starts = [r for r in reports if r.startswith("started blocker attempt 0")]
+    assert len(starts) == 2 and starts[0] != starts[1], reports
+    assert reports[-1] == "finished blocker attempt 0"
+    run = _finished_run(instance, tmp_path, "block_job")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_worker_killed_mid_step_is_detected_and_the_op_retry_policy_applies(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    workers = [start_worker("default", f"w-lost-{i}", env=env) for i in range(2)]
+    key = f"report:{uuid.uuid4().hex}"
+    process = _launch(
+        env,
+        tmp_path,
+        "fragile_job",
+        {"fragile": {"config": {"report_key": key, "block_seconds": 300}}},
+    )
+    try:
+        [first] = wait_for(lambda: _reports(broker, key), 120, "the first attempt to start")
+        child = int(first.rsplit(" ", 1)[1])
+        parent = _parent_pid(child)
+        assert parent in {w.process.pid for w in workers}
+        os.kill(parent, signal.SIGKILL)  # the whole worker: nothing is left to requeue it
+        os.kill(child, signal.SIGKILL)
+        _finish(process, tmp_path, "fragile_job")
+    finally:
+        process.kill()
+    run = _finished_run(instance, tmp_path, "fragile_job")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert _reports(broker, key)[-1] == "finished fragile attempt 1"
+    [error] = _step_errors(instance, run.run_id)
+    assert 'Step "fragile" lost its worker' in error and "no heartbeat" in error
+
+
+def test_higher_priority_steps_run_first_on_redis(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    key = f"report:{uuid.uuid4().hex}"
+    probe = {"config": {"report_key": key}}
+    process = _launch(env, tmp_path, "priority_job", {"low": probe, "middle": probe, "high": probe})
+    try:
+        wait_for(lambda: queue_length(broker, "default") == 3, 120, "all three steps queued")
+        # p 9 -> Redis 0 (served first), p 5 -> 4 (level 3), p 1 -> 8 (level 6).
+        by_level = {k: broker.llen(k) for k in queue_keys("default")}
+        assert list(by_level.values()) == [1, 1, 1, 0], by_level
+        start_worker("default", "w-priority", "--concurrency", "1", env=env)
+        _finish(process, tmp_path, "priority_job")
+    finally:
+        process.kill()
+    assert _reports(broker, key) == ["high", "middle", "low"]
+
+
+def test_job_across_three_queues_runs_each_step_on_a_worker_of_its_queue(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    nodes = {q: start_worker(q, f"w-{q}", env=env).node for q in ("workflows", "paper", "default")}
+    key = f"report:{uuid.uuid4().hex}"
+    probe = {"config": {"report_key": key}}
+    process = _launch(
+        env,
+        tmp_path,
+        "three_queue_job",
+        {"on_workflows": probe, "on_paper": probe, "on_default": probe},
+    )
+    _finish(process, tmp_path, "three_queue_job")
+    run = _finished_run(instance, tmp_path, "three_queue_job")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert step_workers(instance, run.run_id) == {
+        "on_workflows": nodes["workflows"],
+        "on_paper": nodes["paper"],
+        "on_default": nodes["default"],
+    }
+    assert _reports(broker, key) == ["workflows", "paper", "default"]
+
+
+def test_kill_switch_refuses_the_step_and_the_reason_is_the_step_failure(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    KillSwitch.from_settings(Settings.from_env(env)).engage("desk halted", queue="default")
+    start_worker("default", "w-kill", env=env)
+    key = f"report:{uuid.uuid4().hex}"
+    process = _launch(env, tmp_path, "block_job", {"blocker": {"config": {"report_key": key}}})
+    _finish(process, tmp_path, "block_job")
+    run = _finished_run(instance, tmp_path, "block_job")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert step_outcomes(instance, run.run_id) == {"blocker": "FAILURE"}
+    [error] = _step_errors(instance, run.run_id)
+    assert "desk halted" in error and "step blocker refused" in error
+    assert _reports(broker, key) == []
