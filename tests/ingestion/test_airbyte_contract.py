@@ -6,6 +6,7 @@ tests (no Airbyte runs here).
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -283,5 +284,8 @@ def test_bad_airbyte_config_is_named(overrides, message):
         "client_secret": "secret",
         **overrides,
     }
-    with pytest.raises(AirbyteConfigError, match=message.replace("(", r"\(")):
-        AirbyteResource(**config).client()
+    with (
+        pytest.raises(AirbyteConfigError, match=re.escape(message)),
+        AirbyteResource(**config).session(),
+    ):
+        pass

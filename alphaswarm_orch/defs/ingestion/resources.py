@@ -62,7 +62,6 @@ class AirbyteJob:
     bytes_synced: int | None
     duration: str | None
     attached: bool
-    raw: str
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -143,7 +142,8 @@ class AirbyteResource(dg.ConfigurableResource):
             status_codes_override=list(statuses),
         )
 
-    def client(self) -> airbyte_api.AirbyteAPI:
+    @contextmanager
+    def session(self) -> Iterator[airbyte_api.AirbyteAPI]:
         """An SDK client with our timeout (also for the token request) and retry policy.
 
         Retries honour `Retry-After` (the SDK sleeps exactly that long).
@@ -154,13 +154,16 @@ class AirbyteResource(dg.ConfigurableResource):
                 f"AirbyteResource: server_url {self.server_url!r} must be an absolute http(s) "
                 "URL, e.g. https://airbyte.internal/api/public/v1"
             )
-        return airbyte_api.AirbyteAPI(
-            security=self._security(),
-            server_url=self.server_url,
-            client=httpx.Client(follow_redirects=True, timeout=self.request_timeout_seconds),
-            retry_config=self._retry(RETRYABLE_STATUSES, connection_errors=True),
-            timeout_ms=int(self.request_timeout_seconds * 1000),
-        )
+        security = self._security()
+        # Our own HTTP client: the SDK's token request uses it directly, without timeout_ms.
+        with httpx.Client(follow_redirects=True, timeout=self.request_timeout_seconds) as http:
+            yield airbyte_api.AirbyteAPI(
+                security=security,
+                server_url=self.server_url,
+                client=http,
+                retry_config=self._retry(RETRYABLE_STATUSES, connection_errors=True),
+                timeout_ms=int(self.request_timeout_seconds * 1000),
+            )
 
     def sync(
         self,
@@ -175,14 +178,22 @@ class AirbyteResource(dg.ConfigurableResource):
         (job creation is not idempotent). Cancels the Airbyte job when `terminated()` turns
         true or the deadline passes (if configured), then raises AirbyteSyncError.
         """
-        sdk = self.client()
+        with self.session() as sdk:
+            return self._sync(sdk, connection_id, log, terminated)
+
+    def _sync(
+        self,
+        sdk: airbyte_api.AirbyteAPI,
+        connection_id: str,
+        log: Any,
+        terminated: Callable[[], bool],
+    ) -> AirbyteJob:
         deadline = time.monotonic() + self.sync_deadline_seconds
-        job, attached = self._start(sdk, connection_id, deadline, log)
+        job, attached, raw = self._start(sdk, connection_id, deadline, log)
         log.info(
             f"Airbyte job {job.job_id} for connection {connection_id}: "
             f"{'attached to existing' if attached else 'created'} ({job.status.value})"
         )
-        raw = ""
         try:
             while job.status.value in ACTIVE_STATUSES:
                 stop = self._stop_reason(deadline, terminated)
@@ -206,7 +217,6 @@ class AirbyteResource(dg.ConfigurableResource):
             bytes_synced=job.bytes_synced,
             duration=job.duration,
             attached=attached,
-            raw=raw,
         )
         if result.status != "succeeded":
             raise AirbyteSyncError(
@@ -221,8 +231,8 @@ class AirbyteResource(dg.ConfigurableResource):
 
     def _start(
         self, sdk: airbyte_api.AirbyteAPI, connection_id: str, deadline: float, log: Any
-    ) -> tuple[models.JobResponse, bool]:
-        """Attach to an unfinished sync, else create one.
+    ) -> tuple[models.JobResponse, bool, str]:
+        """Attach to an unfinished sync, else create one: (job, attached, Airbyte's reply).
 
         Only 429 (request refused, nothing created) is retried blindly on POST; after a 5xx
         or a timeout the job may exist, so we look again before posting again.
@@ -231,7 +241,7 @@ class AirbyteResource(dg.ConfigurableResource):
         while True:
             active = self._active_job(sdk, connection_id)
             if active is not None:
-                return active, True
+                return active, True, ""
             try:
                 response = sdk.jobs.create_job(
                     request=models.JobCreateRequest(
@@ -239,7 +249,8 @@ class AirbyteResource(dg.ConfigurableResource):
                     ),
                     retries=self._retry(("429",), connection_errors=False),
                 )
-                return _job(response.job_response, response.raw_response), False
+                raw = response.raw_response
+                return _job(response.job_response, raw), False, raw.text
             except (errors.SDKError, httpx.TimeoutException, httpx.NetworkError) as exc:
                 status = getattr(exc, "status_code", None)
                 if isinstance(exc, errors.SDKError) and status is not None and status < 500:
