@@ -8,6 +8,7 @@ runs here with every module of a distribution outside that install set made unim
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,7 @@ def test_a_worker_limited_to_its_install_set_runs_smoke_route_job(
     assert {"dagster_webserver", "dagster_graphql"} <= blocked
     slim_env = {
         **orch_env,
-        "PYTHONPATH": str(SLIM_SITE),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SLIM_SITE), orch_env.get("PYTHONPATH")])),
         "ALPHASWARM_SLIM_BLOCKED": ",".join(sorted(blocked)),
     }
     probe = subprocess.run(
