@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 import pytest
@@ -63,26 +64,37 @@ def paper_start(session_id: str, **fields: object) -> PaperStart:
     )
 
 
-@pytest.fixture
-def sensor_env(
-    orch_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, redis_urls: tuple[str, str]
+@contextmanager
+def production_env(
+    orch_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> Iterator[dict[str, str]]:
     """The production-path environment in this process, with a per-test kill-switch key, and
-    the request streams and session registries emptied."""
+    the request streams and session registries emptied before and after."""
     env = {**orch_env, "ALPHASWARM_KILL_SWITCH_KEY": f"test:kill:{uuid.uuid4().hex[:8]}"}
     for name, value in env.items():
         if name.startswith(("ALPHASWARM_", "DAGSTER_")):
             monkeypatch.setenv(name, value)
-    client = redis.Redis.from_url(redis_urls[0])
+    client = redis.Redis.from_url(redis_url)
     keys = [
         key(family)
         for family in REQUEST_FAMILIES
         for key in (request_stream, dead_letter_stream, session_registry)
     ]
     client.delete(*keys)
-    yield env
-    client.delete(*keys)
-    client.close()
+    try:
+        yield env
+    finally:
+        client.delete(*keys, env["ALPHASWARM_KILL_SWITCH_KEY"])
+        client.delete(*(f"{env['ALPHASWARM_KILL_SWITCH_KEY']}:{q}" for q in ("paper", "hft")))
+        client.close()
+
+
+@pytest.fixture
+def sensor_env(
+    orch_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, redis_urls: tuple[str, str]
+) -> Iterator[dict[str, str]]:
+    with production_env(orch_env, monkeypatch, redis_urls[0]) as env:
+        yield env
 
 
 @pytest.fixture

@@ -1,0 +1,72 @@
+"""`alphaswarm-orch kill-switch on|off|status [--queue Q]`: the switch alphaswarm-core shares."""
+
+import click
+import redis
+
+from alphaswarm_orch.cli.errors import user_errors
+from alphaswarm_orch.control.kill_switch import KillSwitch, parse_reason
+from alphaswarm_orch.queues import LIGHT_QUEUES, check_light_queue
+from alphaswarm_orch.settings import Settings
+
+_QUEUE = click.option(
+    "--queue", "-q", default=None, help="Only this light queue (default: the global switch)."
+)
+
+
+def _switch(queue: str | None) -> KillSwitch:
+    with user_errors():
+        if queue is not None:
+            check_light_queue(queue, where="--queue")
+        return KillSwitch.from_settings(Settings.from_env())
+
+
+def _name(switch: KillSwitch, queue: str | None) -> str:
+    return f"kill switch {switch.key_for(queue)!r}"
+
+
+@click.group(name="kill-switch")
+def kill_switch_group() -> None:
+    """Stop work: sensors skip, steps refuse to start, session loops stop."""
+
+
+@kill_switch_group.command(name="on")
+@_QUEUE
+@click.option("--reason", required=True, help="Why; shown in every refusal.")
+def on(queue: str | None, reason: str) -> None:
+    switch = _switch(queue)
+    if not reason.strip():
+        raise click.UsageError("--reason must not be empty: say why work is stopped")
+    try:
+        switch.engage(reason, queue)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"could not set {_name(switch, queue)}: {exc}") from exc
+    click.echo(f"{_name(switch, queue)} ON: {reason}")
+
+
+@kill_switch_group.command(name="off")
+@_QUEUE
+@click.option("--reason", default=None, help="Why it is safe to resume (echoed).")
+def off(queue: str | None, reason: str | None) -> None:
+    switch = _switch(queue)
+    try:
+        was_set = switch.clear(queue)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"could not clear {_name(switch, queue)}: {exc}") from exc
+    state = "cleared" if was_set else "was not set"
+    click.echo(f"{_name(switch, queue)} {state}" + (f": {reason}" if reason else ""))
+
+
+@kill_switch_group.command(name="status")
+@_QUEUE
+def status(queue: str | None) -> None:
+    """The global switch and every per-queue switch (or only what applies to --queue)."""
+    switch = _switch(queue)
+    scopes = ["global", *([queue] if queue is not None else LIGHT_QUEUES)]
+    keys = [switch.key_for(None if scope == "global" else scope) for scope in scopes]
+    try:
+        values = switch.client.mget(keys)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"could not read the kill switch: {exc}") from exc
+    for scope, key, raw in zip(scopes, keys, values, strict=True):
+        text = "off" if raw is None else f"ON ({parse_reason(raw)}) [{key}]"
+        click.echo(f"{scope:<10} {text}")

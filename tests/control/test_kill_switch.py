@@ -1,0 +1,201 @@
+"""The kill switch blocks sensors, steps and running sessions, and each refusal is recorded."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+import redis
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from alphaswarm_orch.cli.main import main
+from alphaswarm_orch.control.keys import tick_stream
+from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.defs.hft import hft_request_sensor
+from alphaswarm_orch.defs.paper import paper_request_sensor, paper_session_job
+from alphaswarm_orch.ledger.schema import ledger_refusals
+from alphaswarm_orch.requests import append_request
+from alphaswarm_orch.sessions.simulator import metadata, paper_sessions, paper_ticks
+from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
+from alphaswarm_orch.settings import Settings
+from tests.sessions.conftest import paper_start, production_env
+
+DEADLINE_SECONDS = 60
+
+
+@pytest.fixture
+def env(
+    orch_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, redis_urls: tuple[str, str]
+) -> Iterator[dict[str, str]]:
+    with production_env(orch_env, monkeypatch, redis_urls[0]) as production:
+        yield production
+
+
+@pytest.fixture
+def instance(env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as real:
+        yield real
+
+
+@pytest.fixture
+def client(env: dict[str, str]) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(env["ALPHASWARM_BROKER_URL"])
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def switch(env: dict[str, str]) -> KillSwitch:
+    return KillSwitch.from_settings(Settings.from_env())
+
+
+def refusals(env: dict[str, str]) -> list[sa.Row]:
+    engine = sa.create_engine(env["ALPHASWARM_POSTGRES_URL"])
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(ledger_refusals).order_by(ledger_refusals.c.id)).all()
+    finally:
+        engine.dispose()
+
+
+def session_config(session_id: str) -> dict[str, object]:
+    start = paper_start(session_id)
+    return {
+        "ops": {"paper_session": {"config": start.model_dump(exclude={"schema_version", "type"})}}
+    }
+
+
+def step_error(result: dg.ExecuteInProcessResult) -> str:
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert len(failures) == 1
+    error, chain = failures[0].step_failure_data.error, []
+    while error is not None:  # Dagster wraps the op's exception: walk to the cause
+        chain.append(f"{error.cls_name}: {error.message}")
+        error = error.cause
+    return "\n".join(chain)
+
+
+def test_cli_sets_reports_and_clears_global_and_queue_switches(
+    env: dict[str, str], client: redis.Redis
+) -> None:
+    key = env["ALPHASWARM_KILL_SWITCH_KEY"]
+    runner = CliRunner()
+
+    result = runner.invoke(main, ["kill-switch", "on", "--reason", "incident 42"])
+    assert result.exit_code == 0, result.output
+    assert client.get(key) == b"incident 42"
+    result = runner.invoke(main, ["kill-switch", "on", "-q", "hft", "--reason", "venue down"])
+    assert result.exit_code == 0 and client.get(f"{key}:hft") == b"venue down"
+
+    status = runner.invoke(main, ["kill-switch", "status"]).output
+    assert f"global     ON (incident 42) [{key}]" in status
+    assert f"hft        ON (venue down) [{key}:hft]" in status
+    assert "paper      off" in status
+
+    assert runner.invoke(main, ["kill-switch", "off"]).exit_code == 0
+    assert client.get(key) is None and client.get(f"{key}:hft") == b"venue down"
+    assert "global     off" in runner.invoke(main, ["kill-switch", "status", "-q", "hft"]).output
+
+    missing = runner.invoke(main, ["kill-switch", "on", "-q", "paper"])
+    assert missing.exit_code == 2 and "--reason" in missing.output
+    blank = runner.invoke(main, ["kill-switch", "on", "--reason", "  "])
+    assert blank.exit_code == 2 and "must not be empty" in blank.output
+    heavy = runner.invoke(main, ["kill-switch", "on", "-q", "backtest", "--reason", "x"])
+    assert heavy.exit_code == 2 and "'backtest' (--queue) is a heavy executor queue" in heavy.output
+    assert client.get(f"{key}:paper") is None
+
+
+def test_sensor_skips_with_the_reason_records_it_and_resumes_when_cleared(
+    env: dict[str, str], instance: dg.DagsterInstance, client: redis.Redis, switch: KillSwitch
+) -> None:
+    append_request(client, paper_start("s1"))
+    switch.engage("incident 7")
+
+    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert not result.run_requests and result.cursor is None
+    assert "incident 7" in result.skip_message and "paper requests wait" in result.skip_message
+    [refusal] = refusals(env)
+    assert (refusal.source, refusal.queue) == ("paper_request_sensor", "paper")
+    assert "incident 7" in refusal.reason
+
+    switch.clear()
+    switch.engage("hft venue down", queue="hft")  # another queue's switch does not apply
+    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert [r.run_key for r in result.run_requests] == ["req-s1"]
+    skipped = hft_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert "hft venue down" in skipped.skip_message
+    assert len(refusals(env)) == 1  # nothing was waiting on the hft stream: nothing refused
+
+
+def test_step_refuses_to_start_and_the_refusal_is_recorded(
+    env: dict[str, str], instance: dg.DagsterInstance, client: redis.Redis, switch: KillSwitch
+) -> None:
+    session_id = f"s-{uuid.uuid4().hex[:8]}"
+    switch.engage("maintenance window", queue="paper")
+
+    result = paper_session_job.execute_in_process(
+        run_config=session_config(session_id), instance=instance, raise_on_error=False
+    )
+
+    assert not result.success
+    error = step_error(result)
+    assert "KillSwitchEngaged" in error and "maintenance window" in error
+    assert "paper_session of run" in error
+    [refusal] = refusals(env)
+    assert (refusal.source, refusal.run_id, refusal.queue) == (
+        "paper_session",
+        result.run_id,
+        "paper",
+    )
+    assert refusal.request_id == f"req-{session_id}"
+    assert not client.exists(tick_stream(session_id))  # no work was started
+
+
+def test_running_session_stops_within_a_tick_and_the_refusal_is_recorded(
+    env: dict[str, str], instance: dg.DagsterInstance, client: redis.Redis, switch: KillSwitch
+) -> None:
+    session_id = f"s-{uuid.uuid4().hex[:8]}"
+    outcome: dict[str, dg.ExecuteInProcessResult] = {}
+    runner = threading.Thread(
+        target=lambda: outcome.setdefault(
+            "result",
+            paper_session_job.execute_in_process(
+                run_config=session_config(session_id), instance=instance, raise_on_error=False
+            ),
+        )
+    )
+    engine = sa.create_engine(env["ALPHASWARM_POSTGRES_URL"])
+    metadata.create_all(engine)  # what the session does first; lets this test poll at once
+    runner.start()
+    try:
+        for i in range(20):
+            tick = Tick(f"t{i}", "BTC-USD", 100.0, (OrderIntent("buy", 1),))
+            append_tick(client, session_id, tick)
+        count = sa.select(sa.func.count()).select_from(paper_ticks)
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.execute(count.where(paper_ticks.c.session_id == session_id)).scalar() == 20:
+                    break
+            time.sleep(0.05)
+    finally:
+        switch.engage("desk halted")  # also ends the session if the test failed above
+        runner.join(DEADLINE_SECONDS)
+    assert not runner.is_alive()
+
+    result = outcome["result"]
+    assert not result.success
+    assert "desk halted" in step_error(result)
+    [refusal] = refusals(env)
+    assert (refusal.source, refusal.run_id) == ("paper_session", result.run_id)
+    with engine.connect() as conn:
+        status = conn.execute(
+            sa.select(paper_sessions.c.status).where(paper_sessions.c.session_id == session_id)
+        ).scalar_one()
+    engine.dispose()
+    assert status == "killed"
