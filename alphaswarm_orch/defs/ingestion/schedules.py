@@ -9,13 +9,14 @@ FRESHNESS_CRON = "*/30 * * * *"
 
 
 def asset_job(
-    name: str, assets: dg.AssetsDefinition | dg.AssetSelection, description: str
+    name: str, assets: dg.AssetsDefinition, description: str
 ) -> UnresolvedAssetJobDefinition:
-    selection = (
-        assets if isinstance(assets, dg.AssetSelection) else dg.AssetSelection.assets(assets)
-    )
+    """A job for `assets` (and their checks), tagged as ingestion work."""
     return dg.define_asset_job(
-        name, selection=selection, tags=workload_tags("ingestion"), description=description
+        name,
+        selection=dg.AssetSelection.assets(assets),
+        tags=workload_tags("ingestion"),
+        description=description,
     )
 
 
