@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,15 @@ from typing import Annotated, Any, Literal
 
 import dagster as dg
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from alphaswarm_orch.queues import QueueError, check_heavy_queue, check_light_queue
 from alphaswarm_orch.settings import SettingsError
@@ -30,7 +39,8 @@ WORKFLOWS_QUEUE = "workflows"
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 # Names become parts of Dagster job and op names.
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=60)]
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=60)]
 
 
 class DispatchSpec(BaseModel):
@@ -55,20 +65,54 @@ class StepSpec(BaseModel):
     dispatch: DispatchSpec | None = None
 
 
+class AfterTrigger(BaseModel):
+    """Run when the named workflow's job succeeds."""
+
+    model_config = ConfigDict(extra="forbid")
+    after: Name
+
+
 class WorkflowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
     description: str | None = None
     schedule: str | None = None
-    trigger: Literal["manual"] | None = None
+    trigger: Literal["manual"] | AfterTrigger | None = None
     steps: list[StepSpec] = Field(min_length=1)
-    _source: Path | None = PrivateAttr(default=None)
-    _name_line: int | None = PrivateAttr(default=None)
+    _locator: _Locator | None = PrivateAttr(default=None)
+
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _trigger_shape(cls, value: Any) -> Any:
+        """One clear message instead of one per member of the union."""
+        if value is None or value == "manual":
+            return value
+        if (
+            isinstance(value, dict)
+            and set(value) == {"after"}
+            and isinstance(value["after"], str)
+            and re.fullmatch(NAME_PATTERN, value["after"])
+        ):
+            return value
+        raise ValueError(
+            f"trigger {value!r} is neither `manual` nor `{{after: <workflow name>}}` (run when "
+            "that workflow's job succeeds)"
+        )
 
     @property
     def source(self) -> Path | None:
         """The file this spec was loaded from."""
-        return self._source
+        return self._locator.path if self._locator else None
+
+    @property
+    def after(self) -> str | None:
+        """The workflow whose success triggers this one, if any."""
+        return self.trigger.after if isinstance(self.trigger, AfterTrigger) else None
+
+    def problem(self, loc: Loc, message: str) -> SpecProblem:
+        """A problem found after loading (across specs), located in this spec's file."""
+        assert self._locator is not None, "only loaded specs are located"
+        return self._locator.problem(loc, message)
 
 
 @dataclass(frozen=True)
@@ -126,10 +170,8 @@ def load_specs(directory: Path) -> list[WorkflowSpec]:
             continue
         if spec.name in first_seen:
             problems.append(
-                SpecProblem(
-                    path,
-                    spec._name_line,
-                    "name",
+                spec.problem(
+                    ("name",),
                     f"duplicate workflow name {spec.name!r}: already defined in "
                     f"{first_seen[spec.name].source}. Workflow names must be unique.",
                 )
@@ -137,9 +179,40 @@ def load_specs(directory: Path) -> list[WorkflowSpec]:
             continue
         first_seen[spec.name] = spec
         specs.append(spec)
+    if not problems:  # an `after` naming a workflow in a broken file is not unknown
+        problems = _trigger_problems(first_seen)
     if problems:
         raise WorkflowSpecError(problems)
     return specs
+
+
+def _trigger_problems(specs: Mapping[str, WorkflowSpec]) -> list[SpecProblem]:
+    problems: list[SpecProblem] = []
+    for spec in specs.values():
+        if spec.after is None:
+            continue
+        if spec.after not in specs:
+            problems.append(
+                spec.problem(
+                    ("trigger", "after"),
+                    f"unknown workflow {spec.after!r}: workflows are {', '.join(specs)}",
+                )
+            )
+            continue
+        chain = [spec.name]
+        while (upstream := specs[chain[-1]].after) is not None and upstream in specs:
+            if upstream in chain:
+                if upstream == spec.name:
+                    problems.append(
+                        spec.problem(
+                            ("trigger", "after"),
+                            f"trigger cycle: {' -> '.join([*chain, upstream])} (each would "
+                            "start the next forever)",
+                        )
+                    )
+                break
+            chain.append(upstream)
+    return problems
 
 
 def load_spec(path: Path) -> WorkflowSpec:
@@ -172,8 +245,7 @@ def load_spec(path: Path) -> WorkflowSpec:
     problems += [located.problem(loc, message) for loc, message in _semantic_problems(spec)]
     if problems:
         raise WorkflowSpecError(problems)
-    spec._source = path
-    spec._name_line = located.line(("name",))
+    spec._locator = located
     return spec
 
 

@@ -96,6 +96,27 @@ def test_each_spec_becomes_a_job_with_its_schedule(
     ]
 
 
+def test_an_after_trigger_starts_the_job_once_per_upstream_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_status: tuple[str, list[int]]
+) -> None:
+    after = "name: follow\ntrigger: {after: light}\nsteps: [{name: a, op: noop}]\n"
+    defs = definitions(tmp_path, monkeypatch, LIGHT_ONLY.replace("URL", http_status[0]), after)
+    sensor = defs.resolve_sensor_def("workflows_follow_after_light_sensor")
+    assert sensor.job_name == "workflows_follow_job"
+    upstream = defs.resolve_job_def("workflows_light_job")
+    with dg.instance_for_test() as instance:
+        result = upstream.execute_in_process(instance=instance)
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=result.get_run_success_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+        )
+        request = sensor(context)
+    assert request.run_key == result.run_id
+    assert request.tags["alphaswarm/trigger_run"] == result.run_id
+
+
 def test_a_bad_spec_fails_the_code_location_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -217,6 +217,39 @@ def test_schedule_and_trigger_are_exclusive(tmp_path: Path) -> None:
     assert (problem.field, problem.line) == ("trigger", 3)
 
 
+@pytest.mark.parametrize("trigger", ["on_push", "{after: Bad-Name}", "{after: a, when: b}"])
+def test_trigger_is_manual_or_after_a_workflow(tmp_path: Path, trigger: str) -> None:
+    problem = only_problem(
+        tmp_path,
+        f"""\
+        name: triggered
+        trigger: {trigger}
+        steps:
+          - name: a
+            op: noop
+        """,
+    )
+    assert (problem.field, problem.line) == ("trigger", 2)
+    assert "neither `manual` nor `{after: <workflow name>}`" in problem.message
+
+
+def test_after_trigger_names_a_known_workflow_without_cycles(tmp_path: Path) -> None:
+    step = "steps: [{name: a, op: noop}]\n"
+    write(tmp_path, "a.yaml", "name: first\ntrigger: {after: second}\n" + step)
+    second = write(tmp_path, "b.yaml", "name: second\ntrigger:\n  after: first\n" + step)
+    unknown = write(tmp_path, "c.yaml", "name: third\ntrigger: {after: fourth}\n" + step)
+    write(tmp_path, "d.yaml", "name: fifth\ntrigger: {after: third}\n" + step)
+    with pytest.raises(WorkflowSpecError) as info:
+        load_specs(tmp_path)
+    by_path = {p.path.name: p for p in info.value.problems}
+    assert set(by_path) == {"a.yaml", "b.yaml", "c.yaml"}  # fifth -> third is fine
+    assert (by_path["b.yaml"].path, by_path["b.yaml"].line) == (second, 3)
+    assert by_path["b.yaml"].field == "trigger.after"
+    assert "trigger cycle: second -> first -> second" in by_path["b.yaml"].message
+    assert (by_path["c.yaml"].path, by_path["c.yaml"].line) == (unknown, 2)
+    assert "unknown workflow 'fourth'" in by_path["c.yaml"].message
+
+
 def test_duplicate_step_names(tmp_path: Path) -> None:
     problem = only_problem(
         tmp_path,

@@ -1,4 +1,4 @@
-"""WorkflowRuntime: one job (and optional schedule) per workflow spec in the workflows folder.
+"""WorkflowRuntime: one job (and its schedule or trigger sensor) per spec in the workflows folder.
 
 The folder is ALPHASWARM_WORKFLOWS_DIR, else the examples in `specs/`. It must be the same
 for the run process and every `workflows` worker, since each loads the code location itself.
@@ -6,7 +6,7 @@ for the run process and every `workflows` worker, since each loads the code loca
 
 import dagster as dg
 
-from alphaswarm_orch.defs.workflows.jobs import build_job, build_schedule
+from alphaswarm_orch.defs.workflows.jobs import build_job, build_schedule, build_trigger_sensor
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.workflows.spec import load_specs, workflows_dir
 
@@ -17,4 +17,9 @@ def build_defs(settings: Settings) -> dg.Definitions:
     schedules = [
         build_schedule(spec, jobs[spec.name]) for spec in specs if spec.schedule is not None
     ]
-    return dg.Definitions(jobs=list(jobs.values()), schedules=schedules)
+    sensors = [
+        build_trigger_sensor(spec, jobs[spec.name], jobs[spec.after])
+        for spec in specs
+        if spec.after is not None
+    ]
+    return dg.Definitions(jobs=list(jobs.values()), schedules=schedules, sensors=sensors)

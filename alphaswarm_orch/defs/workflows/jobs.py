@@ -17,6 +17,9 @@ from alphaswarm_orch.workflows.dispatch import DispatchClient, DispatchError, Re
 from alphaswarm_orch.workflows.spec import WORKFLOWS_QUEUE, DispatchSpec, StepSpec, WorkflowSpec
 from alphaswarm_orch.workflows.steps import LIGHT_STEPS, LightStepFailed
 
+TRIGGER_RUN_TAG = "alphaswarm/trigger_run"
+"""On a run started by an `after` trigger: the upstream run that succeeded."""
+
 
 def job_name(spec: WorkflowSpec) -> str:
     return f"workflows_{spec.name}_job"
@@ -50,6 +53,26 @@ def build_schedule(spec: WorkflowSpec, job: dg.JobDefinition) -> dg.ScheduleDefi
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
+
+
+def build_trigger_sensor(
+    spec: WorkflowSpec, job: dg.JobDefinition, upstream: dg.JobDefinition
+) -> dg.SensorDefinition:
+    """Run `job` once per successful run of `upstream` (run_key = the upstream run id)."""
+
+    @dg.run_status_sensor(
+        name=f"workflows_{spec.name}_after_{spec.after}_sensor",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[upstream],
+        request_job=job,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Starts {job.name} when {upstream.name} succeeds.",
+    )
+    def _sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+        upstream_run = context.dagster_run.run_id
+        return dg.RunRequest(run_key=upstream_run, tags={TRIGGER_RUN_TAG: upstream_run})
+
+    return _sensor
 
 
 def _build_op(spec: WorkflowSpec, step: StepSpec, settings: Settings) -> dg.OpDefinition:
