@@ -12,7 +12,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from alphaswarm_orch.cli.main import main
+from alphaswarm_orch.control.drain import DRAIN_TIMEOUT_SECONDS
 from alphaswarm_orch.execution.redis_queues import queue_keys
 from alphaswarm_orch.queues import HEAVY_QUEUES, LIGHT_QUEUES
 from alphaswarm_orch.settings import (
@@ -340,3 +343,16 @@ def test_dagster_config_maps_match_the_repo_and_the_code_server(rendered: dict[s
     for name in ("alphaswarm-webserver", "alphaswarm-daemon"):
         (container,) = containers(of_kind(docs, "Deployment")[name])
         assert "/opt/dagster/workspace/workspace.yaml" in container["args"], name
+
+
+def test_the_prestop_command_exists_and_drains_within_the_grace_period(
+    rendered: dict[str, Docs],
+) -> None:
+    deployment = worker_objects(rendered["prod"], "Deployment")["worker-default"]
+    (container,) = containers(deployment)
+    program, *argv = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert program == "alphaswarm-orch"
+    result = CliRunner().invoke(main, [*argv, "--help"])
+    assert result.exit_code == 0, result.output
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert DRAIN_TIMEOUT_SECONDS < grace
