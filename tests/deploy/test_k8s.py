@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from alphaswarm_orch.cli.main import main
+from alphaswarm_orch.cli.worker import worker_group
 from alphaswarm_orch.control.drain import DRAIN_TIMEOUT_SECONDS
 from alphaswarm_orch.execution.redis_queues import queue_keys
 from alphaswarm_orch.queues import HEAVY_QUEUES, LIGHT_QUEUES
@@ -350,9 +350,9 @@ def test_the_prestop_command_exists_and_drains_within_the_grace_period(
 ) -> None:
     deployment = worker_objects(rendered["prod"], "Deployment")["worker-default"]
     (container,) = containers(deployment)
-    program, *argv = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert program == "alphaswarm-orch"
-    result = CliRunner().invoke(main, [*argv, "--help"])
+    program, group, *argv = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert (program, group) == ("alphaswarm-orch", worker_group.name)
+    result = CliRunner().invoke(worker_group, [*argv, "--help"])
     assert result.exit_code == 0, result.output
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert DRAIN_TIMEOUT_SECONDS < grace
