@@ -58,10 +58,17 @@ def hold(self, prefix: str, key: str) -> str:
 
 
 @shared_task(name="tests.stub.apply_once")
-def apply_once(prefix: str, key: str) -> bool:
-    """Idempotent by key: the effect lands once however often the message is delivered."""
+def apply_once(prefix: str, key: str, hold: bool = False) -> bool:
+    """Idempotent by key: the effect lands once however often the message is delivered.
+
+    With `hold`, it first waits for `<prefix>:release:<key>` (so the test can keep it running).
+    """
     client = _redis()
     client.incr(f"{prefix}:executions")
+    if hold:
+        client.rpush(f"{prefix}:started", key)
+        if client.blpop([f"{prefix}:release:{key}"], timeout=BLOCK_SECONDS) is None:
+            raise TimeoutError(f"{key} was not released within {BLOCK_SECONDS}s")
     applied = bool(client.set(f"{prefix}:done:{key}", 1, nx=True))
     if applied:
         client.incr(f"{prefix}:applied")

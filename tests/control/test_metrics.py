@@ -11,7 +11,7 @@ import redis
 
 from alphaswarm_orch.control.keys import dead_letter_stream
 from alphaswarm_orch.control.metrics import priority_queue_keys
-from tests.support.ops import sample, scrape, sender, wait_for, worker_env
+from tests.support.ops import kill_tree, sample, scrape, sender, wait_for, worker_env
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,9 @@ def ops_env(tmp_path: Path, redis_urls: tuple[str, str]) -> Iterator[dict[str, s
 def workers() -> Iterator[list[WorkerProcess]]:
     started: list[WorkerProcess] = []
     yield started
-    for worker in started:
+    for worker in started:  # a test that wanted a graceful exit has had it by now
+        if worker.process.poll() is None:
+            kill_tree(worker.process.pid)
         worker.stop()
 
 
