@@ -36,7 +36,7 @@ class Completed:
     interrupted: bool = False
 
     def tail(self, count: int = TAIL_LINES) -> str:
-        return "\n".join(line for line in self.lines[-count:])
+        return "\n".join(self.lines[-count:])
 
 
 def run_command(
@@ -104,13 +104,12 @@ def run_command(
             elif now > deadline:
                 stopped = "timed out"
             if stopped:
-                emit(f"[alphaswarm] run {stopped}: sending SIGINT to terraform (pid {process.pid})")
-                interrupt(process, grace, emit)
+                interrupt(process, grace, emit, f"run {stopped}")
                 break
     except BaseException:
         # The step itself is being interrupted (KeyboardInterrupt, Dagster's interrupt):
         # forward it before unwinding so terraform releases the lock and writes state.
-        interrupt(process, grace, emit)
+        interrupt(process, grace, emit, "step interrupted")
         raise
     finally:
         for pump in pumps:
@@ -144,9 +143,12 @@ def run_command(
     return result
 
 
-def interrupt(process: subprocess.Popen[bytes], grace: float, emit: Callable[[str], None]) -> None:
+def interrupt(
+    process: subprocess.Popen[bytes], grace: float, emit: Callable[[str], None], why: str
+) -> None:
     """SIGINT, wait up to `grace`, then SIGKILL the process group; leave nothing running."""
     if process.poll() is None:
+        emit(f"[alphaswarm] {why}: sending SIGINT to terraform (pid {process.pid})")
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=grace)

@@ -146,6 +146,22 @@ class TerraformRuntime:
         if directory.exists():
             shutil.rmtree(directory)  # a retried plan step replaces its unapplied plan
         directory.mkdir(parents=True, mode=0o700)
+        try:
+            return self._plan_into(directory, ws, variables, sensitive, plan_id, destroy, cancel)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)  # no half-written plan is left
+            raise
+
+    def _plan_into(
+        self,
+        directory: Path,
+        ws: Workspace,
+        variables: Mapping[str, Any],
+        sensitive: list[str],
+        plan_id: str,
+        destroy: bool,
+        cancel: Cancel | None,
+    ) -> SavedPlan:
         env = self._env(directory)
         self._init(ws, env, cancel)
         serial, lineage = self._state_version(ws, env, cancel)

@@ -70,6 +70,7 @@ def test_termination_mid_apply_leaves_consistent_state_and_unlocked_workspace(
     other = TerraformRuntime(tf_config, environ=tf_env)
     with pytest.raises(StateLocked, match=r"state is locked by another operation \(ID:"):
         other.plan("slow", {"gate": str(gate)}, plan_id="while-locked")
+    assert not (tf_config.plans_dir / "while-locked").exists()  # nothing half-written
 
     terminate.set()
     apply.join(timeout=120)

@@ -36,8 +36,9 @@ class ApplyConfig(dg.Config):
 
 
 def _terminated(context: dg.OpExecutionContext) -> Callable[[], bool]:
-    """Whether the run is being terminated: the Celery executor does not interrupt a running
-    step, so the step watches its run's status and forwards the termination to terraform."""
+    """Whether the run is being terminated. The alphaswarm executor interrupts a running step
+    on termination (the runtime then interrupts terraform); this check also covers executors
+    that do not, such as stock dagster-celery, at one status read per second."""
     ending = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 
     def terminated() -> bool:
