@@ -12,7 +12,6 @@ from pydantic import Field
 
 from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.defs.terraform.resources import TerraformResource
-from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import REQUEST_ID_TAG, workload_tags
@@ -52,16 +51,15 @@ def _refuse_while_killed(context: dg.OpExecutionContext, where: str) -> None:
     """Apply and destroy change infrastructure: refused (and recorded) while the switch is set."""
     settings = Settings.from_env()
     try:
-        KillSwitch.from_settings(settings).check(where, queue=QUEUE)
-    except KillSwitchEngaged as exc:
-        record_refusal(
+        KillSwitch.from_settings(settings).refuse_step(
             settings,
             source=context.op.name,
-            reason=str(exc),
+            where=where,
             queue=QUEUE,
             run_id=context.run_id,
             request_id=context.run.tags.get(REQUEST_ID_TAG),
         )
+    except KillSwitchEngaged as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
