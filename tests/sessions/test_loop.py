@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -20,18 +18,10 @@ from alphaswarm_orch.sessions.loop import CONSUMER, GROUP, SessionLoop
 from alphaswarm_orch.sessions.simulator import PaperSimulator, paper_fills, paper_ticks
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from tests.sessions.conftest import paper_start
+from tests.support.runs import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-DEADLINE_SECONDS = 60
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = DEADLINE_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+DEADLINE = 60
 
 
 def order_ticks(n: int, start: int = 0) -> list[Tick]:
@@ -191,17 +181,21 @@ def test_crash_and_restart_lose_and_duplicate_no_fill(
     for crash in range(1, 4):  # SIGKILL mid-stream, three times
         process = start_session(redis_urls[0], postgres_url, session_id, kill_switch.key)
         wait_for(
-            lambda c=crash: handled_ticks(ledger, session_id) >= 80 * c, f"crash {crash} progress"
+            lambda c=crash: handled_ticks(ledger, session_id) >= 80 * c,
+            DEADLINE,
+            f"progress before crash {crash}",
         )
         process.kill()
-        process.wait(DEADLINE_SECONDS)
+        process.wait(DEADLINE)
         process.stdout.close()
 
     process = start_session(redis_urls[0], postgres_url, session_id, kill_switch.key)
-    wait_for(lambda: handled_ticks(ledger, session_id) == len(ticks), "every tick handled")
-    wait_for(lambda: pending(redis_client, session_id) == 0, "every tick acked")
+    wait_for(
+        lambda: handled_ticks(ledger, session_id) == len(ticks), DEADLINE, "every tick handled"
+    )
+    wait_for(lambda: pending(redis_client, session_id) == 0, DEADLINE, "every tick acked")
     redis_client.set(session_stop_key(session_id), "done")
-    out, _ = process.communicate(timeout=DEADLINE_SECONDS)
+    out, _ = process.communicate(timeout=DEADLINE)
     assert json.loads(out)["stopped_by"] == "stop_request"
 
     with ledger.connect() as conn:
@@ -224,9 +218,9 @@ def test_sigterm_finishes_the_tick_and_stops_resumably(
     for tick in order_ticks(2000):
         append_tick(redis_client, session_id, tick)
     process = start_session(redis_urls[0], postgres_url, session_id, kill_switch.key)
-    wait_for(lambda: handled_ticks(ledger, session_id) >= 50, "the session to make progress")
+    wait_for(lambda: handled_ticks(ledger, session_id) >= 50, DEADLINE, "session progress")
     process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=DEADLINE_SECONDS)
+    out, _ = process.communicate(timeout=DEADLINE)
 
     assert process.returncode == 0
     outcome = json.loads(out)
