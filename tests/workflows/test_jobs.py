@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import http.server
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
+from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.definitions import build_definitions
+from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.routing import step_queues
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import WORKLOAD_TAG
@@ -54,13 +58,17 @@ def http_status() -> Iterator[tuple[str, list[int]]]:
     server.server_close()
 
 
-def definitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *specs: str) -> dg.Definitions:
+def definitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *specs: str, env: dict[str, str] | None = None
+) -> dg.Definitions:
     folder = tmp_path / "specs"
     folder.mkdir()
     for i, text in enumerate(specs):
         write(folder, f"spec{i}.yaml", text)
     monkeypatch.setenv(WORKFLOWS_DIR, str(folder))
-    return build_definitions(Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path)}))
+    return build_definitions(
+        Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path), **(env or {})})
+    )
 
 
 def test_each_spec_becomes_a_job_with_its_schedule(
@@ -172,3 +180,36 @@ def test_a_dispatch_without_a_broker_names_the_variable(
     message = failure.step_failure_data.error.cause.message
     assert "workflow step 'backtest' (dispatch to 'backtest') needs a Celery broker" in message
     assert "ALPHASWARM_BROKER_URL" in message
+
+
+def test_a_dispatch_is_refused_while_the_kill_switch_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_urls: tuple[str, str]
+) -> None:
+    env = {
+        "ALPHASWARM_BROKER_URL": redis_urls[0],
+        "ALPHASWARM_RESULT_BACKEND": redis_urls[1],
+        "ALPHASWARM_KILL_SWITCH_KEY": f"test:kill:{uuid.uuid4().hex}",
+    }
+    defs = definitions(tmp_path, monkeypatch, VALID, env=env)
+    settings = Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path), **env})
+    job = defs.resolve_job_def("workflows_nightly_job")
+    switch = KillSwitch.from_settings(settings)
+    switch.engage("incident 7", queue="backtest")
+    try:
+        result = job.execute_in_process(raise_on_error=False, op_selection=["announce", "backtest"])
+        sent = switch.client.keys("backtest*")
+    finally:
+        switch.clear(queue="backtest")
+        switch.client.close()
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "backtest"
+    description = failure.step_failure_data.user_failure_data.description
+    assert "(incident 7): dispatch of 'backtest.run' to 'backtest' refused" in description
+    assert sent == []  # nothing reached the executor queue
+    engine = sa.create_engine(settings.ledger_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(ledger_refusals)).all()
+    engine.dispose()
+    assert [(r.source, r.queue, r.run_id) for r in rows] == [
+        ("workflows_nightly__backtest", "backtest", result.run_id)
+    ]

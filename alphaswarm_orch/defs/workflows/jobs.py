@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import workload_tags
@@ -127,6 +128,7 @@ def _dispatch_op(
 
         where = f"workflow step {step.name!r} (dispatch to {target.queue!r})"
         with DispatchClient.from_settings(settings, where) as client:
+            _refuse_while_killed(context, settings, target)
             try:
                 done = client.run(
                     target.task,
@@ -153,6 +155,25 @@ def _dispatch_op(
         )
 
     return _op
+
+
+def _refuse_while_killed(
+    context: dg.OpExecutionContext, settings: Settings, target: DispatchSpec
+) -> None:
+    """No heavy task is sent while the global switch or its target queue's switch is set."""
+    switch = KillSwitch.from_settings(settings)
+    try:
+        switch.refuse_step(
+            settings,
+            source=context.op_def.name,
+            where=f"dispatch of {target.task!r} to {target.queue!r}",
+            queue=target.queue,
+            run_id=context.run_id,
+        )
+    except KillSwitchEngaged as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    finally:
+        switch.client.close()
 
 
 def _json_metadata(value: Any) -> dg.MetadataValue:
