@@ -33,7 +33,6 @@ class Completed:
     """Redacted output lines (stderr, and stdout unless captured)."""
     stdout: str = ""
     """Raw stdout when captured (machine-readable output such as `show -json`); never logged."""
-    interrupted: bool = False
 
     def tail(self, count: int = TAIL_LINES) -> str:
         return "\n".join(self.lines[-count:])
@@ -126,9 +125,8 @@ def run_command(
         returncode=process.returncode,
         lines=output,
         stdout=b"".join(stdout_chunks).decode("utf-8", errors="replace"),
-        interrupted=stopped is not None,
     )
-    command = " ".join(argv[:2])
+    command = " ".join([Path(argv[0]).name, *argv[1:2]])
     if stopped == "cancelled":
         raise TerraformCancelled(
             f"run terminated: `{command}` was interrupted and exited with {process.returncode}. "
