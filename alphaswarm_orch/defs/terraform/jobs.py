@@ -50,8 +50,9 @@ def _terminated(context: dg.OpExecutionContext) -> Callable[[], bool]:
 def _refuse_while_killed(context: dg.OpExecutionContext, where: str) -> None:
     """Apply and destroy change infrastructure: refused (and recorded) while the switch is set."""
     settings = Settings.from_env()
+    switch = KillSwitch.from_settings(settings)
     try:
-        KillSwitch.from_settings(settings).refuse_step(
+        switch.refuse_step(
             settings,
             source=context.op.name,
             where=where,
@@ -61,6 +62,8 @@ def _refuse_while_killed(context: dg.OpExecutionContext, where: str) -> None:
         )
     except KillSwitchEngaged as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    finally:
+        switch.client.close()
 
 
 def _summary_metadata(summary: PlanSummary) -> dict[str, Any]:
