@@ -36,6 +36,7 @@ HEARTBEAT_SECONDS = 2.0
 LIVENESS_MAX_AGE_SECONDS = 60.0
 """Default heartbeat age above which /healthz fails (override with ?max_age=S)."""
 READINESS_TIMEOUT_SECONDS = 3.0
+RECONNECT_MAX_INTERVAL_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,9 @@ class HeartbeatConsumer(Consumer):
     """Celery's consumer, beating the heartbeat from its broker (re)connect loop too.
 
     While Redis is down the consumer sits in kombu's retry loop, not in its event loop; kombu
-    calls `callback` there at least once a second, and that is the sign of life.
+    calls `callback` there at least once a second, and that is the sign of life. The wait
+    between attempts is capped at RECONNECT_MAX_INTERVAL_SECONDS (kombu's default grows to
+    30 s), so a worker resumes consuming within seconds of Redis coming back.
     """
 
     def ensure_connected(self, conn: Connection) -> Connection:
@@ -124,6 +127,7 @@ class HeartbeatConsumer(Consumer):
                 if callback is not None:
                     callback()
 
+            kw.setdefault("interval_max", RECONNECT_MAX_INTERVAL_SECONDS)
             return ensure(*args, callback=tick, **kw)
 
         conn.ensure_connection = ensure_with_heartbeat

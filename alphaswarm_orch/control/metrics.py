@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 from alphaswarm_orch.control.keys import REQUEST_FAMILIES, dead_letter_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.execution.celery_config import SENT_AT_HEADER
+from alphaswarm_orch.execution.redis_queues import queue_keys
 from alphaswarm_orch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -281,20 +282,13 @@ def connect_task_signals() -> None:
     task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="alphaswarm-metrics-step")
 
 
-def priority_queue_keys(queue: str, transport_options: dict[str, Any]) -> list[str]:
-    """Every Redis list kombu stores `queue` in: one per priority step (`q`, `q\\x06\\x163` ...)."""
-    steps = transport_options.get("priority_steps", PRIORITY_STEPS)
-    sep = transport_options.get("sep", Channel.sep)
-    prefix = transport_options.get("global_keyprefix", Channel.global_keyprefix)
-    return [f"{prefix}{queue}{sep}{pri}" if pri else f"{prefix}{queue}" for pri in steps]
-
-
 def queue_lengths(
     client: redis.Redis, queues: Iterable[str], transport_options: dict[str, Any]
 ) -> dict[str, int]:
-    """Messages waiting per queue, all priorities summed, in one round trip."""
+    """Messages waiting per queue, every priority list summed, in one round trip."""
     queues = list(queues)
-    keyed = [(q, priority_queue_keys(q, transport_options)) for q in queues]
+    steps = transport_options.get("priority_steps", PRIORITY_STEPS)
+    keyed = [(q, queue_keys(q, steps)) for q in queues]
     pipe = client.pipeline(transaction=False)
     for _queue, keys in keyed:
         for key in keys:
@@ -305,8 +299,7 @@ def queue_lengths(
 
 def unacked_by_queue(client: redis.Redis, transport_options: dict[str, Any]) -> dict[str, int]:
     """Messages delivered but not yet acked (running, or held by a dead worker), per queue."""
-    prefix = transport_options.get("global_keyprefix", Channel.global_keyprefix)
-    key = prefix + transport_options.get("unacked_key", Channel.unacked_key)
+    key = transport_options.get("unacked_key", Channel.unacked_key)
     counts: dict[str, int] = {}
     for raw in client.hvals(key):
         try:

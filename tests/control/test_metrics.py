@@ -10,8 +10,9 @@ import pytest
 import redis
 
 from alphaswarm_orch.control.keys import dead_letter_stream
-from alphaswarm_orch.control.metrics import priority_queue_keys
-from tests.support.ops import kill_tree, sample, scrape, sender, wait_for, worker_env
+from alphaswarm_orch.execution.redis_queues import queue_keys
+from tests.support.ops import kill_tree, sample, scrape, sender, worker_env
+from tests.support.runs import wait_for
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -54,6 +55,7 @@ def test_task_counters_sum_every_prefork_child(ops_env, workers) -> None:
         app.send_task("tests.stub.hold", args=[prefix, key], queue="default")
     started = wait_for(
         lambda: client.llen(f"{prefix}:started") == 2 and client.lrange(f"{prefix}:started", 0, -1),
+        60,
         "both held tasks to start",
     )
     assert len({entry.split(b"|")[2] for entry in started}) == 2
@@ -75,7 +77,7 @@ def test_task_counters_sum_every_prefork_child(ops_env, workers) -> None:
         )
         return samples if done == 2 + 6 + 2 + 3 + 1 else None
 
-    samples = wait_for(settled, "all 14 task executions to be counted", 60)
+    samples = wait_for(settled, 60, "all 14 task executions to be counted")
     q = {"queue_name": "default", "hostname": worker.node.split("@")[1]}
     assert sample(samples, "celery_task_succeeded_total", name="tests.stub.hold", **q) == 2
     assert sample(samples, "celery_task_succeeded_total", name="tests.stub.ok", **q) == 6
@@ -110,11 +112,11 @@ def test_queue_length_counts_every_priority_sublist(ops_env, workers) -> None:
     app = sender(ops_env)
 
     app.send_task("tests.stub.hold", args=[prefix, "h"], queue="default")
-    wait_for(lambda: client.llen(f"{prefix}:started") == 1, "the held task to start")
+    wait_for(lambda: client.llen(f"{prefix}:started") == 1, 60, "the held task to start")
     for priority in (0, 3, 6, 9, 9):
         app.send_task("tests.stub.ok", args=[prefix], queue="default", priority=priority)
 
-    keys = priority_queue_keys("default", {})
+    keys = queue_keys("default")
     assert [client.llen(key) for key in keys] == [1, 1, 1, 2]
     samples = wait_for(
         lambda: (
@@ -122,6 +124,7 @@ def test_queue_length_counts_every_priority_sublist(ops_env, workers) -> None:
             and sample(s, "celery_queue_length", queue_name="default") == 5
             and s
         ),
+        60,
         "celery_queue_length to count all five waiting messages",
     )
     assert sample(samples, "alphaswarm_queue_unacked", queue_name="default") == 1
@@ -138,9 +141,10 @@ def test_queue_length_counts_every_priority_sublist(ops_env, workers) -> None:
     assert sample(samples, "alphaswarm_sensor_dead_letters", family="hft") == 0
 
     client.rpush(f"{prefix}:release:h", 1)
-    wait_for(lambda: client.get(f"{prefix}:ok") == b"5", "the five queued tasks to run")
+    wait_for(lambda: client.get(f"{prefix}:ok") == b"5", 60, "the five queued tasks to run")
     samples = wait_for(
         lambda: (s := scrape(port)) and sample(s, "alphaswarm_queue_unacked") == 0 and s,
+        60,
         "the unacked count to return to zero",
     )
     assert sample(samples, "celery_queue_length", queue_name="default") == 0

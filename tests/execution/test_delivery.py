@@ -13,8 +13,9 @@ import pytest
 import redis
 from celery import Celery
 
-from alphaswarm_orch.control.metrics import priority_queue_keys
-from tests.support.ops import RedisServer, kill_tree, sender, wait_for, worker_env
+from alphaswarm_orch.execution.redis_queues import queue_keys
+from tests.support.ops import RedisServer, kill_tree, sender, worker_env
+from tests.support.runs import wait_for
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -40,13 +41,13 @@ def workers() -> Iterator[list[WorkerProcess]]:
 
 def not_lost(client: redis.Redis, queue: str = "default") -> int:
     """Messages still on the broker: waiting in the queue, or unacked (restored later)."""
-    return sum(client.llen(key) for key in priority_queue_keys(queue, {})) + client.hlen("unacked")
+    return sum(client.llen(key) for key in queue_keys(queue)) + client.hlen("unacked")
 
 
 def start_held_task(env: dict, client: redis.Redis, prefix: str, name: str) -> WorkerProcess:
     worker = WorkerProcess.start("default", name, env, "--concurrency", "2")
     sender(env).send_task("tests.stub.hold", args=[prefix, "long"], queue="default")
-    wait_for(lambda: client.llen(f"{prefix}:started") == 1, "the long task to start")
+    wait_for(lambda: client.llen(f"{prefix}:started") == 1, 60, "the long task to start")
     return worker
 
 
@@ -59,7 +60,7 @@ def test_sigterm_finishes_the_running_task_takes_no_new_one_and_exits(
     workers.append(worker)
 
     worker.process.terminate()
-    wait_for(lambda: "Warm shutdown" in worker.log(), "the worker to begin its warm shutdown")
+    wait_for(lambda: "Warm shutdown" in worker.log(), 60, "the warm shutdown to begin")
     for _ in range(2):  # a free pool slot is idle: only a stopped consumer leaves these
         sender(delivery_env).send_task("tests.stub.ok", args=[prefix], queue="default")
     assert worker.process.poll() is None, "the worker exited with a task still running"
@@ -88,6 +89,7 @@ def test_drain_command_stops_consuming_waits_for_tasks_and_exits(delivery_env, w
                 control.control.inspect([worker.node], timeout=1).active_queues()
                 == {worker.node: []}
             ),
+            60,
             "the drained worker to consume no queue",
         )
         control.close()
@@ -125,7 +127,7 @@ def test_sigkill_mid_task_is_redelivered_to_another_worker(delivery_env, workers
     workers.append(WorkerProcess.start("default", "kill-b", second_env))
     client.rpush(f"{prefix}:release:long", 1)
 
-    wait_for(lambda: client.llen(f"{prefix}:finished") == 1, "the redelivered task to finish")
+    wait_for(lambda: client.llen(f"{prefix}:finished") == 1, 90, "the redelivered task to finish")
     starts = [entry.decode().split("|")[1] for entry in client.lrange(f"{prefix}:started", 0, -1)]
     assert [node.split("@")[0] for node in starts] == ["kill-a", "kill-b"]
 
@@ -151,7 +153,7 @@ def test_redis_restart_mid_stream_loses_nothing_and_applies_each_key_once(
         app = sender(env)
         for key in ("k0", "k1"):  # running while Redis restarts
             app.send_task("tests.stub.apply_once", args=[prefix, key, True], queue="default")
-        wait_for(lambda: control.llen(f"{prefix}:started") == 2, "both held tasks to start")
+        wait_for(lambda: control.llen(f"{prefix}:started") == 2, 60, "both held tasks to start")
         for i in range(2, 20):
             app.send_task("tests.stub.apply_once", args=[prefix, f"k{i}"], queue="default")
         app.close()
@@ -167,8 +169,8 @@ def test_redis_restart_mid_stream_loses_nothing_and_applies_each_key_once(
 
         wait_for(
             lambda: int(control.get(f"{prefix}:applied") or 0) == total,
-            f"all {total} tasks to take effect",
             90,
+            f"all {total} tasks to take effect",
         )
         done = [control.exists(f"{prefix}:done:k{i}") for i in range(total)]
         assert all(done), done

@@ -1,19 +1,15 @@
-"""Worker-operations test helpers: a private redis-server, /metrics scraping, polling."""
+"""Worker-operations test helpers: a private redis-server, /metrics scraping, process kills."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import redis
 from celery import Celery
@@ -21,26 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from alphaswarm_orch.execution.celery_config import celery_config
 from alphaswarm_orch.settings import Settings
-
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(check: Callable[[], T], what: str, timeout: float = 60.0, every: float = 0.2) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+from tests.support.processes import free_port
+from tests.support.runs import wait_for
 
 
 @dataclass
@@ -69,7 +47,7 @@ class RedisServer:
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=1)
         try:
-            wait_for(lambda: self._pings(client), f"redis-server on port {self.port}", 20)
+            wait_for(lambda: self._pings(client), 20, f"redis-server on port {self.port}")
         finally:
             client.close()
 
