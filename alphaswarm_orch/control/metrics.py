@@ -244,13 +244,19 @@ def _exception_class(fields: dict[str, Any]) -> str:
 
 
 def _on_task_postrun(
-    sender: Any = None, task: Any = None, retval: Any = None, args: Any = None, **_: Any
+    sender: Any = None,
+    task: Any = None,
+    retval: Any = None,
+    args: Any = None,
+    kwargs: Any = None,
+    **_: Any,
 ) -> None:
     """In the child: count the Dagster step outcomes a step task returned."""
     events = retval.get("events") if isinstance(retval, dict) else retval
     if task is None or task.name != STEP_TASK_NAME or not isinstance(events, list):
         return
-    job = _job_name(args[0] if args else None)
+    packed = (kwargs or {}).get("execute_step_args_packed") or (args[0] if args else None)
+    job = _job_name(packed)
     queue = _queue_of(getattr(task.request, "delivery_info", None))
     counter = task_metrics().dagster_steps
     for raw in events:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,8 @@ import redis
 
 from alphaswarm_orch.control.keys import dead_letter_stream
 from alphaswarm_orch.execution.redis_queues import queue_keys
-from tests.support.ops import kill_tree, sample, scrape, sender, worker_env
+from tests.support.ops import REPO, kill_tree, sample, scrape, sender, worker_env
+from tests.support.processes import free_port
 from tests.support.runs import wait_for
 from tests.support.workers import WorkerProcess
 
@@ -148,3 +151,33 @@ def test_queue_length_counts_every_priority_sublist(ops_env, workers) -> None:
         "the unacked count to return to zero",
     )
     assert sample(samples, "celery_queue_length", queue_name="default") == 0
+
+
+def test_dagster_step_outcomes_by_job_and_queue(orch_env, start_worker) -> None:
+    env = {**orch_env, "ALPHASWARM_METRICS_PORT": str(free_port())}
+    start_worker("default,workflows", "metrics-steps", env=env)
+    execute = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "job",
+        "execute",
+        "-m",
+        "alphaswarm_orch.definitions",
+    ]
+    result = subprocess.run(
+        [*execute, "-j", "smoke_route_job"],
+        env=orch_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    samples = scrape(int(env["ALPHASWARM_METRICS_PORT"]))
+    steps = "alphaswarm_dagster_steps_total"
+    job = {"job": "smoke_route_job", "outcome": "success"}
+    assert sample(samples, steps, queue_name="default", **job) == 2
+    assert sample(samples, steps, queue_name="workflows", **job) == 1
+    assert sample(samples, steps, outcome="failure") == 0
