@@ -33,6 +33,7 @@ from alphaswarm_orch.terraform.workspace import (
     check_variables,
     config_digest,
     declared_variables,
+    preset_variables,
     resolve_workspace,
 )
 
@@ -135,7 +136,7 @@ class TerraformRuntime:
         """Plan `workspace` with `variables` and save the plan under `plan_id`."""
         ws = self.workspace(workspace)
         declared = declared_variables(ws)
-        check_variables(ws, declared, variables)
+        check_variables(ws, declared, variables, preset_variables(ws, self.environ))
         sensitive = sorted(name for name, var in declared.items() if var.sensitive)
         self.redactor.add(*(variables[n] for n in sensitive if n in variables))
         self.redactor.add(*(declared[n].default for n in sensitive))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,10 +90,37 @@ def declared_variables(workspace: Workspace) -> dict[str, Variable]:
     return variables
 
 
+def preset_variables(workspace: Workspace, environ: Mapping[str, str]) -> set[str]:
+    """Variables terraform gets without the request: `TF_VAR_<name>` in the environment and
+    the workspace's `terraform.tfvars` / `*.auto.tfvars` (and their .json forms)."""
+    names = {key[len("TF_VAR_") :] for key in environ if key.startswith("TF_VAR_")}
+    candidates = [workspace.path / "terraform.tfvars", workspace.path / "terraform.tfvars.json"]
+    candidates += sorted(workspace.path.glob("*.auto.tfvars"))
+    candidates += sorted(workspace.path.glob("*.auto.tfvars.json"))
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            if path.name.endswith(".json"):
+                values = json.loads(path.read_text(encoding="utf-8"))
+            else:
+                with path.open(encoding="utf-8") as fh:
+                    values = hcl2.load(fh)
+        except Exception as exc:  # the parser raises several unrelated types
+            raise TerraformError(f"cannot parse {path}: {exc}") from exc
+        names.update(key for key in values if not key.startswith("__"))
+    return names
+
+
 def check_variables(
-    workspace: Workspace, declared: Mapping[str, Variable], given: Mapping[str, Any]
+    workspace: Workspace,
+    declared: Mapping[str, Variable],
+    given: Mapping[str, Any],
+    preset: Collection[str] = (),
 ) -> None:
-    """Refuse undeclared names, missing required variables and values of the wrong kind."""
+    """Refuse undeclared names, missing required variables and values of the wrong kind.
+
+    `preset` names variables terraform gets elsewhere (see `preset_variables`)."""
     names = ", ".join(sorted(declared)) or "(none)"
     unknown = sorted(set(given) - set(declared))
     if unknown:
@@ -101,11 +128,14 @@ def check_variables(
             f"workspace {workspace.name!r} declares no variable {', '.join(map(repr, unknown))}: "
             f"declared variables are {names}"
         )
-    missing = sorted(v.name for v in declared.values() if v.required and v.name not in given)
+    missing = sorted(
+        v.name for v in declared.values() if v.required and v.name not in {*given, *preset}
+    )
     if missing:
         raise VariableError(
             f"workspace {workspace.name!r} requires variable {', '.join(map(repr, missing))} "
-            "(declared without a default): add it to the request's variables"
+            "(declared without a default, not set by a tfvars file or TF_VAR_): add it to the "
+            "request's variables"
         )
     for name, value in given.items():
         problem = _kind_problem(declared[name].type, value)

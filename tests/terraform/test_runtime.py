@@ -168,3 +168,16 @@ def test_variables_are_checked_against_declarations(
     with pytest.raises(VariableError, match=message):
         runtime.plan("basic", variables, plan_id="p")
     assert not (runtime.config.plans_dir / "p").exists()
+
+
+def test_required_variables_may_come_from_tf_var_or_tfvars(
+    tf_config: TerraformConfig, tf_env: dict[str, str], tf_root: Path
+) -> None:
+    from_env = TerraformRuntime(tf_config, environ={**tf_env, "TF_VAR_name": "from-env"})
+    plan = from_env.plan("basic", {}, plan_id="env").plan_json()
+    assert plan["variables"]["name"]["value"] == "from-env"
+
+    (tf_root / "basic" / "terraform.tfvars").write_text('name = "from-file"\n')
+    runtime = TerraformRuntime(tf_config, environ=tf_env)
+    plan = runtime.plan("basic", {}, plan_id="file").plan_json()
+    assert plan["variables"]["name"]["value"] == "from-file"
