@@ -140,6 +140,7 @@ class TerraformRuntime:
         sensitive = sorted(name for name, var in declared.items() if var.sensitive)
         self.redactor.add(*(variables[n] for n in sensitive if n in variables))
         self.redactor.add(*(declared[n].default for n in sensitive))
+        self.redactor.add(*(self.environ.get(f"TF_VAR_{n}") for n in sensitive))
 
         directory = self._plan_dir(plan_id)
         if (directory / APPLIED).exists():
@@ -182,7 +183,7 @@ class TerraformRuntime:
             vars_file.unlink(missing_ok=True)
 
         raw = self._show_json(ws, env, directory / PLAN_FILE, cancel)
-        self.redactor.add(*_sensitive_output_values(raw))
+        self.redactor.add(*_sensitive_values(raw, sensitive))
         json_file = directory / PLAN_JSON
         json_file.write_text(json.dumps(self.redactor.plan_json(raw, sensitive)))
         saved = SavedPlan(
@@ -256,10 +257,7 @@ class TerraformRuntime:
                 "the new plan id."
             )
         raw = self._show_json(ws, env, saved.plan_file, cancel)
-        self.redactor.add(
-            *(raw.get("variables", {}).get(n, {}).get("value") for n in saved.sensitive_variables)
-        )
-        self.redactor.add(*_sensitive_output_values(raw))
+        self.redactor.add(*_sensitive_values(raw, saved.sensitive_variables))
 
         marker = directory / APPLIED
         try:
@@ -420,9 +418,13 @@ class TerraformRuntime:
             )
 
 
-def _sensitive_output_values(plan: Mapping[str, Any]) -> list[Any]:
+def _sensitive_values(plan: Mapping[str, Any], sensitive_variables: list[str]) -> list[Any]:
+    """Values a plan holds in the clear: sensitive variables (from any source) and outputs."""
+    variables = plan.get("variables") or {}
     outputs = (plan.get("planned_values") or {}).get("outputs") or {}
-    return [spec.get("value") for spec in outputs.values() if spec.get("sensitive")]
+    return [variables.get(name, {}).get("value") for name in sensitive_variables] + [
+        spec.get("value") for spec in outputs.values() if spec.get("sensitive")
+    ]
 
 
 def _record(saved: SavedPlan) -> dict[str, Any]:

@@ -103,6 +103,24 @@ def test_sensitive_values_never_leave_the_runtime(
             assert SECRET not in path.read_text(errors="replace"), path
 
 
+def test_sensitive_variable_from_tf_var_is_redacted(
+    tf_config: TerraformConfig, tf_env: dict[str, str], tf_root: Path, log: Log
+) -> None:
+    (tf_root / "basic" / "echo.tf").write_text(
+        'resource "terraform_data" "echo" {\n'
+        '  provisioner "local-exec" {\n'
+        '    command = "echo api token is $TF_VAR_api_token"\n'
+        "  }\n"
+        "}\n"
+    )
+    env = {**tf_env, "TF_VAR_api_token": "tf-var-secret-value"}
+    runtime = TerraformRuntime(tf_config, environ=env, on_line=log)
+    saved = runtime.plan("basic", {"name": "svc"}, plan_id="p")
+    runtime.apply("p")
+    assert f"api token is {REDACTED}" in log.text()
+    assert "tf-var-secret-value" not in log.text() + saved.json_file.read_text()
+
+
 def test_env_credentials_are_redacted_from_provisioner_output(
     tf_config: TerraformConfig, tf_env: dict[str, str], log: Log, tf_root: Path
 ) -> None:
