@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from alphaswarm_orch.defs import hft, ingestion, paper, smoke, terraform, workflows
+from alphaswarm_orch.defs import hft, ingestion, ledger, paper, smoke, terraform, workflows
 from alphaswarm_orch.execution.executor import executor_for
 from alphaswarm_orch.routing import check_routing
 from alphaswarm_orch.settings import Settings
 
-DOMAINS = (smoke, workflows, terraform, ingestion, paper, hft)
+DOMAINS = (smoke, workflows, terraform, ingestion, paper, hft, ledger)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

@@ -4,6 +4,7 @@ import click
 
 from alphaswarm_orch.cli.health import health_command
 from alphaswarm_orch.cli.kill_switch import kill_switch_group
+from alphaswarm_orch.cli.ledger import ledger_group
 from alphaswarm_orch.cli.requests import submit_group
 from alphaswarm_orch.cli.run import run_command
 from alphaswarm_orch.cli.worker import worker_group
@@ -19,3 +20,4 @@ main.add_command(health_command)
 main.add_command(worker_group)
 main.add_command(submit_group)
 main.add_command(kill_switch_group)
+main.add_command(ledger_group)

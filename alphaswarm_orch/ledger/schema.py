@@ -45,6 +45,7 @@ workload_run_transitions = sa.Table(
     sa.Column("step_key", sa.String(255)),
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detail", sa.Text),
 )
 sa.Index("ix_workload_run_transitions_run", workload_run_transitions.c.run_id)
 
