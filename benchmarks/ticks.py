@@ -1,7 +1,7 @@
 """Tick latency: append -> handled and acknowledged, session loop vs the bare stream round trip.
 
     python -m benchmarks.ticks                  # 1,000 ticks/s for 30 s
-    python -m benchmarks.ticks --seconds 5      # shorter run (--small = 3 s)
+    python -m benchmarks.ticks --seconds 10     # shorter run (--small = 5 s)
 
 Needs Redis (ALPHASWARM_REDIS_URL, default redis://127.0.0.1:6379/15) and the ledger database
 (ALPHASWARM_LEDGER_URL / ALPHASWARM_POSTGRES_URL, default the local Postgres `test` database).
@@ -131,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=1000, help="ticks per second")
     parser.add_argument("--seconds", type=int, default=30)
-    parser.add_argument("--small", action="store_true", help="3 s instead of --seconds")
+    parser.add_argument("--small", action="store_true", help="5 s instead of --seconds")
     parser.add_argument("--order-every", type=int, default=10, help="every Nth tick has an order")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/session rounds")
     args = parser.parse_args(argv)
     if args.small:
-        args.seconds = 3
+        args.seconds = 5
     redis_url = os.environ.get("ALPHASWARM_REDIS_URL", DEFAULT_REDIS)
     ledger_url = sqlalchemy_url(
         os.environ.get("ALPHASWARM_LEDGER_URL")
@@ -143,14 +144,23 @@ def main(argv: list[str] | None = None) -> int:
         or DEFAULT_LEDGER
     )
     total = args.rate * args.seconds
-    results = {kind: measure(kind, args, redis_url, ledger_url) for kind in ("bare", "session")}
+    # Alternate short rounds so both consumers see the same machine load (2 shared cores).
+    rounds = max(1, min(args.rounds, args.seconds // 5))
+    per_round = argparse.Namespace(**{**vars(args), "seconds": args.seconds // rounds})
+    total = per_round.seconds * args.rate * rounds
+    load_before = os.getloadavg()[0]
+    results: dict[str, list[float]] = {"bare": [], "session": []}
+    for _ in range(rounds):
+        for kind in results:
+            results[kind] += measure(kind, per_round, redis_url, ledger_url)
     with engine_for(ledger_url).begin() as conn:  # benchmark sessions leave no rows behind
         for table in reversed(metadata.sorted_tables):
             conn.execute(table.delete().where(table.c.session_id.like("bench-%")))
 
     print(
-        f"{args.rate} ticks/s for {args.seconds} s ({total} ticks), "
-        f"1 in {args.order_every} with an order; latency append -> handled + acked"
+        f"{args.rate} ticks/s for {args.seconds} s ({total} ticks per consumer, {rounds} "
+        f"alternating rounds), 1 in {args.order_every} with an order; load average "
+        f"{load_before:.2f} -> {os.getloadavg()[0]:.2f}; latency append -> handled + acked"
     )
     print(f"{'consumer':<28}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'handled':>9}{'lost':>6}")
     rows = {"bare XREADGROUP+XACK": results["bare"], "session loop + simulator": results["session"]}
