@@ -53,16 +53,18 @@ def build_session_job(family: str) -> dg.JobDefinition:
             run_id=context.run_id,
             request_id=start.request_id,
         )
-        client = redis.Redis.from_url(settings.require_redis(f"the {family} session"))
+        redis_url = settings.require_redis(f"the {family} session")
+        simulator = PaperSimulator(engine_for(settings.ledger_url), family, start)
+        client = redis.Redis.from_url(redis_url)  # connects lazily: nothing to leak here
         try:
-            simulator = PaperSimulator(engine_for(settings.ledger_url), family, start)
             loop = SessionLoop(client, start.session_id, family, kill_switch, simulator.handle)
             context.log.info(f"session {start.session_id}: consuming {loop.stream}")
             with sigterm_stops(loop):
                 outcome = loop.run()
-            simulator.close(STATUS_BY_STOP[outcome.stopped_by])
         finally:
             client.close()
+            simulator.conn.close()
+        simulator.close(STATUS_BY_STOP[outcome.stopped_by])
         summary: dict[str, object] = {
             "stopped_by": outcome.stopped_by,
             "reason": outcome.reason,
