@@ -143,9 +143,10 @@ def worker_env(broker: str, backend: str, storage: Path, **extra: str) -> dict[s
         "ALPHASWARM_METRICS_PORT": str(free_port()),
         "ALPHASWARM_WORKER_INCLUDE": STUB_TASKS,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        # Inside the test's directory: a SIGKILLed worker cannot clean up a temp dir of its own.
+        "PROMETHEUS_MULTIPROC_DIR": str(storage / "prometheus"),
         **extra,
     }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return env
 
 
