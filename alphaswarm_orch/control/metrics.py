@@ -435,22 +435,37 @@ class WorkerCollector(Collector):
 
 
 def ledger_lag_series(settings: Settings) -> list[GaugeMetricFamily]:
-    """Ledger mirror lag, if the ledger package is installed and answers; else no series."""
+    """The ledger mirror's lag, if the ledger package is there and its database answers."""
     try:
         from alphaswarm_orch.ledger.mirror import mirror_status
     except ImportError:
         return []
     try:
         status = mirror_status(settings)
-    except Exception as exc:
+    except Exception as exc:  # a broken ledger must not break the scrape
         log.warning("metrics: ledger mirror status unavailable: %s", exc)
         return []
+    if not status.available:
+        log.warning("metrics: ledger unavailable: %s", status.last_error)
+        return []
     series = []
-    for field, name, doc in (
-        ("lag_seconds", "alphaswarm_ledger_mirror_lag_seconds", "Oldest unmirrored event's age."),
-        ("lag_events", "alphaswarm_ledger_mirror_lag_events", "Dagster events not yet mirrored."),
+    for name, doc, value in (
+        (
+            "alphaswarm_ledger_mirror_lag_seconds",
+            "Age of the newest Dagster event not yet mirrored into workload_runs.",
+            status.lag_seconds,
+        ),
+        (
+            "alphaswarm_ledger_mirror_cursor",
+            "Event-log storage id the mirror has reached (-1 before its first pass).",
+            status.cursor,
+        ),
+        (
+            "alphaswarm_ledger_mirror_synced_timestamp_seconds",
+            "When the mirror last completed a pass (epoch seconds; absent before the first).",
+            status.synced_at.timestamp() if status.synced_at else None,
+        ),
     ):
-        value = status.get(field) if isinstance(status, dict) else getattr(status, field, None)
         if value is not None:
             family = GaugeMetricFamily(name, doc)
             family.add_metric([], float(value))

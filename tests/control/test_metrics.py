@@ -132,6 +132,9 @@ def test_queue_length_counts_every_priority_sublist(ops_env, workers) -> None:
     )
     assert sample(samples, "alphaswarm_queue_unacked", queue_name="default") == 1
     assert sample(samples, "celery_worker_tasks_active") == 1
+    # The ledger (SQLite under the storage dir here) answers; its mirror has not run yet.
+    assert sample(samples, "alphaswarm_metrics_source_up", source="ledger") == 1
+    assert sample(samples, "alphaswarm_ledger_mirror_cursor") == -1
 
     kill_key = ops_env["ALPHASWARM_KILL_SWITCH_KEY"]
     assert sample(samples, "alphaswarm_kill_switch_engaged", scope="global") == 0
