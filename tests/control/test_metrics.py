@@ -13,7 +13,7 @@ import redis
 
 from alphaswarm_orch.control.keys import dead_letter_stream
 from alphaswarm_orch.execution.redis_queues import queue_keys
-from tests.support.ops import REPO, kill_tree, sample, scrape, sender, worker_env
+from tests.support.ops import REPO, sample, scrape, sender, stop_all, worker_env
 from tests.support.processes import free_port
 from tests.support.runs import wait_for
 from tests.support.workers import WorkerProcess
@@ -39,10 +39,7 @@ def ops_env(tmp_path: Path, redis_urls: tuple[str, str]) -> Iterator[dict[str, s
 def workers() -> Iterator[list[WorkerProcess]]:
     started: list[WorkerProcess] = []
     yield started
-    for worker in started:  # a test that wanted a graceful exit has had it by now
-        if worker.process.poll() is None:
-            kill_tree(worker.process.pid)
-        worker.stop()
+    stop_all(started)
 
 
 def test_task_counters_sum_every_prefork_child(ops_env, workers) -> None:

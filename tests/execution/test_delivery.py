@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 
 from alphaswarm_orch.execution.redis_queues import queue_keys
-from tests.support.ops import RedisServer, kill_tree, sender, worker_env
+from tests.support.ops import RedisServer, kill_tree, sender, stop_all, worker_env
 from tests.support.runs import wait_for
 from tests.support.workers import WorkerProcess
 
@@ -29,16 +29,6 @@ def delivery_env(tmp_path: Path, redis_urls: tuple[str, str]) -> Iterator[dict[s
         redis.Redis.from_url(url).flushdb()
 
 
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:  # a test that wanted a graceful exit has had it by now
-        if worker.process.poll() is None:
-            kill_tree(worker.process.pid)
-        worker.stop()
-
-
 def not_lost(client: redis.Redis, queue: str = "default") -> int:
     """Messages still on the broker: waiting in the queue, or unacked (restored later)."""
     return sum(client.llen(key) for key in queue_keys(queue)) + client.hlen("unacked")
@@ -49,6 +39,13 @@ def start_held_task(env: dict, client: redis.Redis, prefix: str, name: str) -> W
     sender(env).send_task("tests.stub.hold", args=[prefix, "long"], queue="default")
     wait_for(lambda: client.llen(f"{prefix}:started") == 1, 60, "the long task to start")
     return worker
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    stop_all(started)
 
 
 def test_sigterm_finishes_the_running_task_takes_no_new_one_and_exits(
@@ -177,9 +174,7 @@ def test_redis_restart_mid_stream_loses_nothing_and_applies_each_key_once(
         assert int(control.get(f"{prefix}:applied")) == total
         assert int(control.get(f"{prefix}:executions")) >= total
         assert workers[0].process.poll() is None
-    finally:
-        for worker in workers:
-            kill_tree(worker.process.pid)
-            worker.stop()
+    finally:  # workers go before their redis-server
+        stop_all(workers)
         workers.clear()
         broker_redis.close()

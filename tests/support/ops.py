@@ -19,6 +19,7 @@ from alphaswarm_orch.execution.celery_config import celery_config
 from alphaswarm_orch.settings import Settings
 from tests.support.processes import free_port
 from tests.support.runs import wait_for
+from tests.support.workers import WorkerProcess
 
 
 @dataclass
@@ -156,3 +157,12 @@ def sender(env: dict[str, str]) -> Celery:
     app = Celery(broker=settings.broker_url, backend=settings.result_backend, set_as_current=False)
     app.config_from_object(celery_config(settings))
     return app
+
+
+def stop_all(started: list[WorkerProcess]) -> None:
+    """End of test: any worker still running is killed with its pool (a test that wanted a
+    graceful exit has had it by now)."""
+    for worker in started:
+        if worker.process.poll() is None:
+            kill_tree(worker.process.pid)
+        worker.stop()
