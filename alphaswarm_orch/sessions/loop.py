@@ -89,6 +89,7 @@ class SessionLoop:
         ticks = invalid = 0
         stop = self._stop_reason(self.client.mget(self.stop_keys))
         cursor = "0"  # our own pending entries first, then new ones
+        ack = self.client.pipeline(transaction=False)  # reused: emptied by each execute()
         while stop is None:
             if self._shutdown.is_set():
                 break
@@ -117,10 +118,9 @@ class SessionLoop:
                 if tick is not None:
                     self.handle(tick)
                     ticks += 1
-                pipe = self.client.pipeline(transaction=False)
-                pipe.xack(self.stream, GROUP, entry_id)
-                pipe.mget(self.stop_keys)
-                stop = self._stop_reason(pipe.execute()[1])
+                ack.xack(self.stream, GROUP, entry_id)
+                ack.mget(self.stop_keys)
+                stop = self._stop_reason(ack.execute()[1])
                 if tick is not None and self.after_ack is not None:
                     self.after_ack(tick)
                 if stop is not None or self._shutdown.is_set():
