@@ -47,7 +47,13 @@ def _create_engine(url: str) -> sa.Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         return sa.create_engine(url, connect_args={"timeout": 30})
-    return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    # values_plus_batch: upserts of a batch go out as multi-row statements, not one per row.
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5},
+        executemany_mode="values_plus_batch",
+    )
 
 
 def migrate(url: str) -> None:

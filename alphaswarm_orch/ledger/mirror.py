@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dagster as dg
 import sqlalchemy as sa
@@ -79,6 +79,17 @@ _DOMAIN_KINDS = {"ingestion": "ingestion", "workflows": "workflow", "workflow": 
 _SNAPSHOT_CACHE_SIZE = 512
 _plan_queues: dict[str, dict[str, str]] = {}
 _unrecorded_errors: dict[str, tuple[str, datetime]] = {}
+
+
+class Transition(NamedTuple):
+    """A workload_run_transitions row."""
+
+    event_id: int
+    run_id: str
+    step_key: str | None
+    status: str
+    at: datetime
+    detail: str | None
 
 
 @dataclass(frozen=True)
@@ -188,11 +199,11 @@ class LedgerMirror:
             return SyncResult(0, 0, cursor, True, 0.0)
 
         transitions, assets, job_names = self._event_rows(events)
-        run_ids = sorted(job_names)
         _insert_ignore(conn, workload_run_transitions, transitions, ["event_id"])
         _insert_ignore(conn, workload_run_assets, assets, ["event_id"])
-        runs = {r.run_id: r for r in self.instance.get_runs(dg.RunsFilter(run_ids=run_ids))}
-        run_rows, step_rows = self._summaries(conn, run_ids, runs, job_names, now)
+        runs = {r.run_id: r for r in self.instance.get_runs(dg.RunsFilter(run_ids=list(job_names)))}
+        span = (events[0][0], events[-1][0])
+        run_rows, step_rows = self._summaries(conn, transitions, span, runs, job_names, now)
         _upsert(conn, workload_runs, run_rows, ["run_id"])
         _upsert(conn, workload_run_steps, step_rows, ["run_id", "step_key"])
 
@@ -202,7 +213,7 @@ class LedgerMirror:
         lag = 0.0 if drained else self._lag(events[-1][1].timestamp)
         rows_written += fresh + len(run_rows) + len(step_rows)
         _save_state(conn, self.settings.ledger_url, high, rows_written, lag, mirrored_at, now)
-        return SyncResult(len(events), len(run_ids), high, drained, lag)
+        return SyncResult(len(events), len(job_names), high, drained, lag)
 
     def _lag(self, mirrored_ts: float) -> float:
         storage = self.instance.event_log_storage
@@ -261,24 +272,31 @@ class LedgerMirror:
     def _summaries(
         self,
         conn: sa.Connection,
-        run_ids: Sequence[str],
+        transitions: Sequence[Mapping[str, Any]],
+        span: tuple[int, int],
         runs: Mapping[str, dg.DagsterRun],
         job_names: Mapping[str, str],
         now: datetime,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Run and step rows from every transition the ledger holds for the touched runs:
+        this batch's (the ledger holds exactly those in `span`: they were just upserted)
+        plus the ones mirrored outside it, read back."""
         t = workload_run_transitions
-        by_run: dict[str, list[sa.Row]] = defaultdict(list)
-        query = sa.select(t).where(t.c.run_id.in_(run_ids)).order_by(t.c.event_id)
+        by_run: dict[str, list[Transition]] = defaultdict(list)
+        query = sa.select(t.c.event_id, t.c.run_id, t.c.step_key, t.c.status, t.c.at, t.c.detail)
+        query = query.where(t.c.run_id.in_(list(job_names)), sa.not_(t.c.event_id.between(*span)))
         for row in conn.execute(query):
-            by_run[row.run_id].append(row)
+            by_run[row.run_id].append(Transition(*row))
+        for row in transitions:
+            by_run[row["run_id"]].append(Transition(**row))
         run_rows: list[dict[str, Any]] = []
         step_rows: list[dict[str, Any]] = []
-        for run_id in run_ids:
+        for run_id, job_name in job_names.items():
+            history = sorted(by_run[run_id], key=lambda r: r.event_id)
             run = runs.get(run_id)
-            queues = self._step_queues(run)
-            steps = _step_rows(run_id, by_run[run_id], queues)
+            steps = _step_rows(run_id, history, self._step_queues(run))
             step_rows.extend(steps)
-            run_rows.append(_run_row(run_id, run, job_names[run_id], by_run[run_id], steps, now))
+            run_rows.append(_run_row(run_id, run, job_name, history, steps, now))
         return run_rows, step_rows
 
     def _step_queues(self, run: dg.DagsterRun | None) -> Callable[[str], str | None]:
@@ -300,9 +318,9 @@ class LedgerMirror:
 
 
 def _step_rows(
-    run_id: str, transitions: Iterable[sa.Row], queue_of: Callable[[str], str | None]
+    run_id: str, transitions: Iterable[Transition], queue_of: Callable[[str], str | None]
 ) -> list[dict[str, Any]]:
-    by_step: dict[str, list[sa.Row]] = defaultdict(list)
+    by_step: dict[str, list[Transition]] = defaultdict(list)
     for row in transitions:
         if row.step_key is not None:
             by_step[row.step_key].append(row)
@@ -336,7 +354,7 @@ def _run_row(
     run_id: str,
     run: dg.DagsterRun | None,
     job_name: str,
-    transitions: Sequence[sa.Row],
+    transitions: Sequence[Transition],
     steps: Sequence[Mapping[str, Any]],
     now: datetime,
 ) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
 from dagster._serdes import serialize_value
 
 from alphaswarm_orch.control.kill_switch import KillSwitchEngaged
@@ -156,16 +157,20 @@ def grow(
     copies: int,
     *,
     event_types: frozenset[dg.DagsterEventType] | None = None,
+    bulk: bool = False,
 ) -> None:
     """Copy every template run `copies` times under new run ids (parent links remapped),
-    cycling through the trigger tags. Only `event_types` are copied when given."""
+    cycling through the trigger tags. Only `event_types` are copied when given. Runs go
+    through `instance.add_run` unless `bulk` (benchmarks: Dagster's own insert values,
+    many runs per statement); events are inserted as the SQL event log storage writes them."""
+    event_rows: list[dict[str, object]] = []
+    runs: list[dg.DagsterRun] = []
     for copy in range(copies):
         new_ids = {t.run_id: str(uuid.uuid4()) for t in history.templates}
-        rows = []
         for n, template in enumerate(history.templates):
             new_id = new_ids[template.run_id]
-            rows.extend(_event_row(e) for e in _copied_events(template, new_id, event_types))
-            instance.add_run(_copied_run(template.run, new_id, new_ids, copy + n))
+            event_rows.extend(_event_row(e) for e in _copied_events(template, new_id, event_types))
+            runs.append(_copied_run(template.run, new_id, new_ids, copy + n))
             history.run_ids.append(new_id)
             if template.run_id in history.refused:
                 history.refused.add(new_id)
@@ -173,8 +178,34 @@ def grow(
             history.expected_trigger[new_id] = (
                 trigger if trigger[0] == "retry" else TRIGGER_TAGS[(copy + n) % 4][1:]
             )
-        with instance.event_log_storage.index_connection() as conn:  # one insert per copy
-            conn.execute(SqlEventLogStorageTable.insert(), rows)
+        if len(event_rows) >= 5000 or copy == copies - 1:
+            _write(instance, runs, event_rows, bulk)
+            runs, event_rows = [], []
+
+
+def _write(
+    instance: dg.DagsterInstance,
+    runs: list[dg.DagsterRun],
+    event_rows: list[dict[str, object]],
+    bulk: bool,
+) -> None:
+    if bulk:
+        storage = instance.run_storage
+        now = datetime.now(UTC)
+        with storage.connect() as conn:
+            conn.execute(
+                RunsTable.insert(), [storage._get_run_insertion_values(r, now) for r in runs]
+            )
+            tags = [
+                {"run_id": r.run_id, "key": k, "value": v} for r in runs for k, v in r.tags.items()
+            ]
+            if tags:
+                conn.execute(RunTagsTable.insert(), tags)
+    else:
+        for run in runs:
+            instance.add_run(run)
+    with instance.event_log_storage.index_connection() as conn:
+        conn.execute(SqlEventLogStorageTable.insert(), event_rows)
 
 
 def _copied_run(run: dg.DagsterRun, new_id: str, new_ids: dict[str, str], i: int) -> dg.DagsterRun:

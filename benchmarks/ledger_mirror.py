@@ -1,0 +1,117 @@
+"""Ledger mirror: drain a backlog of N runs' events vs reading the same events alone.
+
+    python -m benchmarks.ledger_mirror            # 10,000 runs
+    python -m benchmarks.ledger_mirror --small    # 700 runs
+
+Needs the machine's Postgres (127.0.0.1:5432, trust auth). Builds a Dagster history on a
+throw-away Postgres database: 7 really executed runs (success with partitioned assets, op
+retry, failure, kill-switch refusal, re-execution, cancel) copied under new run ids.
+The floor is `read_events` over the whole backlog with the same batch size (the same
+queries and deserialisation the mirror does); the mirror adds run lookups, derivation and the
+ledger writes. Targets: >= 500 runs/s and <= 2x the floor. Steady state: a tick after 7 new
+runs arrive on an up-to-date ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from alphaswarm_orch.ledger.mirror import (
+    DEFAULT_BATCH_SIZE,
+    READ_TYPES,
+    LedgerMirror,
+    mirror_status,
+    read_events,
+)
+from alphaswarm_orch.settings import Settings
+from tests.ledger import workloads
+from tests.support import services
+
+
+def bare_read(instance: dg.DagsterInstance, batch_size: int) -> int:
+    """Read every mirrored event type from storage, batch by batch: the floor."""
+    after, total = -1, 0
+    while True:
+        events, drained = read_events(instance, after, batch_size)
+        total += len(events)
+        if events:
+            after = events[-1][0]
+        if drained:
+            return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10_000, help="backlog size in runs")
+    parser.add_argument("--small", action="store_true", help="700 runs, for a quick check")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    args = parser.parse_args()
+    runs = 700 if args.small else args.runs
+    if runs < 7:
+        parser.error(f"--runs {runs}: need at least 7 (one of each template)")
+
+    with (
+        services.temporary_database("as_bench_dagster") as dagster_url,
+        services.temporary_database("as_bench_ledger") as ledger_url,
+        dg.instance_for_test(
+            overrides={"storage": {"postgres": {"postgres_url": dagster_url}}}
+        ) as instance,
+    ):
+        started = time.perf_counter()
+        history = workloads.execute_templates(instance)
+        copies = runs // len(history.templates) - 1
+        workloads.grow(instance, history, copies, event_types=frozenset(READ_TYPES), bulk=True)
+        total_runs = len(history.run_ids)
+        print(f"built {total_runs} runs in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+
+        started = time.perf_counter()
+        events = bare_read(instance, args.batch_size)
+        read_s = time.perf_counter() - started
+
+        settings = Settings.from_env({"ALPHASWARM_LEDGER_URL": ledger_url})
+        mirror = LedgerMirror(
+            settings,
+            instance,
+            asset_graph=workloads.defs.resolve_asset_graph(),
+            batch_size=args.batch_size,
+        )
+        mirror_status(settings)  # creates the ledger (migrations): not part of the drain
+        started = time.perf_counter()
+        batches = mirror.sync()
+        mirror_s = time.perf_counter() - started
+
+        ticks = []
+        for _ in range(5):
+            workloads.grow(instance, history, 1, event_types=frozenset(READ_TYPES), bulk=True)
+            started = time.perf_counter()
+            mirror.sync_once()
+            ticks.append(time.perf_counter() - started)
+        status = mirror_status(settings)
+
+    read_rate = total_runs / read_s
+    mirror_rate = total_runs / mirror_s
+    ratio = mirror_s / read_s
+    print(f"ledger mirror, {total_runs} runs / {events} events, batch {args.batch_size}/type")
+    print(f"| {'measure':34} | {'bare read (floor)':>17} | {'mirror':>10} | {'ratio':>6} |")
+    print(f"| {'-' * 34} | {'-' * 17}:| {'-' * 10}:| {'-' * 6}:|")
+    print(f"| {'seconds per 1000 runs':34} | {1000 / read_rate:17.3f} | {1000 / mirror_rate:10.3f} "
+          f"| {ratio:5.2f}x |")  # fmt: skip
+    print(f"| {'runs/s':34} | {read_rate:17.0f} | {mirror_rate:10.0f} | {'':6} |")
+    print(f"| {'batches':34} | {'':17} | {len(batches):10d} | {'':6} |")
+    print(f"| {'steady tick, 7 new runs (median s)':34} | {'':17} "
+          f"| {statistics.median(ticks):10.3f} | {'':6} |")  # fmt: skip
+    print(f"| {'lag after the last tick (s)':34} | {'':17} | {status.lag_seconds:10.1f} | {'':6} |")
+    verdict = "met" if mirror_rate >= 500 and ratio <= 2.0 else "NOT met"
+    print(f"target (>= 500 runs/s, <= 2.00x the floor): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
