@@ -92,6 +92,10 @@ class Heartbeat:
     def alive(self, max_age: float = LIVENESS_MAX_AGE_SECONDS) -> bool:
         return self.state == "draining" or self.age() <= max_age
 
+    def up(self) -> bool:
+        """Alive and connected (celery_worker_up): 0 while starting or reconnecting."""
+        return self.state in ("consuming", "draining") and self.alive()
+
 
 HEARTBEAT = Heartbeat()
 """The worker process's heartbeat (one worker per process)."""

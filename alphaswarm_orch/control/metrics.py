@@ -61,6 +61,8 @@ TASK_STATES = (
     "revoked",
     "rejected",
 )
+_FINAL_STATES = ("succeeded", "failed", "retried", "revoked", "rejected")
+"""Events that end one delivery of a task."""
 _LABELS = ("name", "hostname", "queue_name")
 _STEP_OUTCOMES = {
     "STEP_SUCCESS": "success",
@@ -146,13 +148,18 @@ def hostname_label(node: str) -> str:
 
 
 class _Tracked:
-    """What the main process remembers about a received task until it ends."""
+    """What the main process remembers about a received task until it ends.
 
-    __slots__ = ("labels", "sent_at")
+    Events name a task by id only, and a retried task keeps its id: its next delivery can
+    arrive before the retried event of the previous one, so deliveries are counted.
+    """
+
+    __slots__ = ("deliveries", "labels", "sent_at")
 
     def __init__(self, labels: dict[str, str], sent_at: float | None) -> None:
         self.labels = labels
         self.sent_at = sent_at
+        self.deliveries = 1
 
 
 _tracked: OrderedDict[str, _Tracked] = OrderedDict()
@@ -173,7 +180,12 @@ def _on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None
     }
     sent_at = request.request_dict.get(SENT_AT_HEADER)
     with _tracked_lock:
-        _tracked[request.id] = _Tracked(labels, float(sent_at) if sent_at else None)
+        tracked = _tracked.get(request.id)
+        if tracked is None:
+            _tracked[request.id] = _Tracked(labels, float(sent_at) if sent_at else None)
+        else:
+            tracked.deliveries += 1
+            tracked.sent_at = float(sent_at) if sent_at else None
         while len(_tracked) > _TRACKED_TASKS:
             _tracked.popitem(last=False)
     task_metrics().states["received"].labels(**labels).inc()
@@ -205,8 +217,10 @@ def _count_event(state: str, node: str, fields: dict[str, Any]) -> None:
     uuid = fields.get("uuid", "")
     with _tracked_lock:
         tracked = _tracked.get(uuid)
-        if state in ("succeeded", "failed", "retried", "revoked", "rejected"):
-            _tracked.pop(uuid, None)
+        if tracked is not None and state in _FINAL_STATES:
+            tracked.deliveries -= 1
+            if tracked.deliveries <= 0:
+                del _tracked[uuid]
     if tracked is None:
         labels = {"name": "unknown", "hostname": hostname_label(node), "queue_name": "unknown"}
     else:
@@ -326,13 +340,13 @@ class WorkerCollector(Collector):
         node: str,
         queues: list[str],
         transport_options: dict[str, Any],
-        alive: Callable[[], bool],
+        up: Callable[[], bool],
     ) -> None:
         self.settings = settings
         self.hostname = hostname_label(node)
         self.queues = queues
         self.transport_options = transport_options
-        self.alive = alive
+        self.up = up
         self.broker = _client(settings.require_broker("worker metrics"))
         self.control = (
             self.broker
@@ -344,10 +358,10 @@ class WorkerCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily(
             "celery_worker_up",
-            "Indicates if a worker has recently sent a heartbeat.",
+            "1 while the worker's consumer loop runs connected to the broker.",
             labels=["hostname"],
         )
-        up.add_metric([self.hostname], 1 if self.alive() else 0)
+        up.add_metric([self.hostname], 1 if self.up() else 0)
         yield up
         active = GaugeMetricFamily(
             "celery_worker_tasks_active",

@@ -105,7 +105,7 @@ def _prepare_operations(app: Celery, settings: Settings, queues: list[str], node
         node,
         queues,
         transport_options=dict(app.conf.broker_transport_options or {}),
-        alive=health.HEARTBEAT.alive,
+        up=health.HEARTBEAT.up,
     )
     try:
         server = health.HealthServer(

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from alphaswarm_orch.control.health import probe_broker
-from tests.support.ops import RedisServer, http_get, sender, worker_env
+from tests.support.ops import RedisServer, http_get, sample, scrape, sender, worker_env
 from tests.support.runs import wait_for
 from tests.support.workers import WorkerProcess
 
@@ -76,6 +76,9 @@ def test_outage_fails_readiness_not_liveness_and_worker_resumes(
             states.add(status["state"])
             time.sleep(0.5)
         assert "reconnecting" in states
+        samples = scrape(port)  # the scrape still answers, saying what it could not read
+        assert sample(samples, "celery_worker_up") == 0
+        assert sample(samples, "alphaswarm_metrics_source_up", source="broker") == 0
         alive = cli(env, "health", "--liveness", "--max-age", str(LIVENESS_MAX_AGE))
         assert alive.returncode == 0, alive.stdout + alive.stderr
 
@@ -87,5 +90,6 @@ def test_outage_fails_readiness_not_liveness_and_worker_resumes(
         wait_for(lambda: client.get(f"{prefix}:ok") == b"1", 60, "a task after the outage")
         status = json.loads(http_get(port, "/healthz")[1])
         assert status["state"] == "consuming" and status["alive"]
+        assert sample(scrape(port), "celery_worker_up") == 1
     finally:
         worker.stop()

@@ -90,6 +90,8 @@ def test_task_counters_sum_every_prefork_child(ops_env, workers) -> None:
         == 2
     )
     assert sample(samples, "celery_task_retried_total", name="tests.stub.retry_once", **q) == 3
+    # A retry's next delivery can be received before the retried event: still attributed.
+    assert sample(samples, "celery_task_started_total", name="unknown") == 0
     # A retry is a new delivery: received and started count it again.
     assert sample(samples, "celery_task_received_total", name="tests.stub.retry_once", **q) == 6
     assert sample(samples, "celery_task_started_total", name="tests.stub.retry_once", **q) == 6
