@@ -21,6 +21,7 @@ from alphaswarm_orch.cli.main import main
 from alphaswarm_orch.defs.ledger.sensors import build_ledger_mirror_sensor
 from alphaswarm_orch.ledger.db import LedgerUnavailable, ledger_engine
 from alphaswarm_orch.ledger.mirror import (
+    DEFAULT_WINDOW,
     READ_TYPES,
     RUN_STATUSES,
     LedgerMirror,
@@ -69,13 +70,16 @@ def _settings(ledger_url: str, tmp_path: Path) -> Settings:
     )
 
 
-def _mirror(settings: Settings, instance: dg.DagsterInstance, batch_size: int) -> LedgerMirror:
+def _mirror(
+    settings: Settings, instance: dg.DagsterInstance, batch_size: int, window: int = 40
+) -> LedgerMirror:
+    """A small window so replays of it are exercised on every batch boundary."""
     return LedgerMirror(
         settings,
         instance,
         asset_graph=workloads.defs.resolve_asset_graph(),
         batch_size=batch_size,
-        window=40,
+        window=window,
     )
 
 
@@ -351,3 +355,40 @@ def test_sensor_mirrors_and_cli_shows(
 
 def test_run_status_names_are_dagster_run_statuses() -> None:
     assert set(RUN_STATUSES.values()) <= {s.value.lower() for s in dg.DagsterRunStatus}
+
+
+def test_event_committed_out_of_order_is_mirrored_by_the_trailing_window(
+    history: tuple[dg.DagsterInstance, workloads.History], ledger_url: str, tmp_path: Path
+) -> None:
+    instance, produced = history
+    settings = _settings(ledger_url, tmp_path)
+    no_window = Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path / "no_window")})
+    _mirror(settings, instance, batch_size=1000).sync()
+    LedgerMirror(no_window, instance, window=0).sync()
+
+    # A writer takes an event id, then commits after later events were already mirrored.
+    with instance.event_log_storage.index_connection() as conn:
+        late_id = conn.execute(sa.text("SELECT nextval('event_logs_id_seq')")).scalar_one()
+    workloads.grow(instance, produced, 1, event_types=frozenset(READ_TYPES))
+    _mirror(settings, instance, batch_size=1000).sync()
+    LedgerMirror(no_window, instance, window=0).sync()
+    assert _cursor(settings) > late_id
+
+    late = instance.create_run_for_job(job_def=workloads.workflows_flaky_job)
+    instance.report_run_canceled(late)  # stored with a fresh id; copy it under the late id
+    record = instance.get_records_for_run(late.run_id).records[-1]
+    with instance.event_log_storage.index_connection() as conn:
+        conn.execute(sa.text("DELETE FROM event_logs WHERE id = :id"), {"id": record.storage_id})
+        row = {**workloads.event_row(record.event_log_entry), "id": late_id}
+        conn.execute(workloads.SqlEventLogStorageTable.insert(), [row])
+    produced.run_ids.append(late.run_id)
+    produced.expected_trigger[late.run_id] = ("cli", None)
+
+    _mirror(settings, instance, batch_size=1000, window=DEFAULT_WINDOW).sync()
+    assert_matches(settings, instance, produced)
+    LedgerMirror(no_window, instance, window=0).sync()
+    with ledger_engine(no_window).connect() as conn:
+        missed = conn.execute(
+            sa.select(workload_runs.c.run_id).where(workload_runs.c.run_id == late.run_id)
+        ).all()
+    assert missed == []  # without the window the late event is lost: the window is what saves it

@@ -169,7 +169,7 @@ def grow(
         new_ids = {t.run_id: str(uuid.uuid4()) for t in history.templates}
         for n, template in enumerate(history.templates):
             new_id = new_ids[template.run_id]
-            event_rows.extend(_event_row(e) for e in _copied_events(template, new_id, event_types))
+            event_rows.extend(event_row(e) for e in _copied_events(template, new_id, event_types))
             runs.append(_copied_run(template.run, new_id, new_ids, copy + n))
             history.run_ids.append(new_id)
             if template.run_id in history.refused:
@@ -234,7 +234,7 @@ def _copied_events(
         yield entry._replace(run_id=new_id)
 
 
-def _event_row(entry: dg.EventLogEntry) -> dict[str, object]:
+def event_row(entry: dg.EventLogEntry) -> dict[str, object]:
     """The row Dagster's SQL event log storage writes for `entry` (its own table schema)."""
     event = entry.dagster_event
     materialization = (
