@@ -15,7 +15,12 @@ import sqlalchemy as sa
 
 from alphaswarm_orch.cli.errors import user_errors
 from alphaswarm_orch.ledger.db import LedgerUnavailable, ledger_engine, ledger_errors
-from alphaswarm_orch.ledger.mirror import DEFAULT_BATCH_SIZE, LedgerMirror, mirror_status
+from alphaswarm_orch.ledger.mirror import (
+    DEFAULT_BATCH_SIZE,
+    LedgerMirror,
+    MirrorUnsupported,
+    mirror_status,
+)
 from alphaswarm_orch.ledger.schema import (
     ledger_refusals,
     workload_run_assets,
@@ -59,6 +64,8 @@ def sync_command(batch_size: int, follow: bool, interval: float, module: str) ->
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
+        except MirrorUnsupported as exc:
+            raise click.ClickException(str(exc)) from exc
         while True:
             try:
                 results = mirror.sync()

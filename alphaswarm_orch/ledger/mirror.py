@@ -81,6 +81,10 @@ _plan_queues: dict[str, dict[str, str]] = {}
 _unrecorded_errors: dict[str, tuple[str, datetime]] = {}
 
 
+class MirrorUnsupported(RuntimeError):
+    """The Dagster instance's event log has no global storage ids to mirror by."""
+
+
 class Transition(NamedTuple):
     """A workload_run_transitions row."""
 
@@ -159,6 +163,12 @@ class LedgerMirror:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         if window < 0:
             raise ValueError(f"trailing window must be 0 or more storage ids, got {window}")
+        if instance.event_log_storage.is_run_sharded:
+            raise MirrorUnsupported(
+                "the Dagster instance's event log is sharded per run (Dagster's default SQLite "
+                "storage): it has no global storage ids to mirror workload_runs by. Point the "
+                "instance at Postgres (ALPHASWARM_POSTGRES_URL) to mirror runs into the ledger."
+            )
         self.settings = settings
         self.instance = instance
         self.asset_graph = asset_graph

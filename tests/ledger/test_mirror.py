@@ -25,6 +25,7 @@ from alphaswarm_orch.ledger.mirror import (
     READ_TYPES,
     RUN_STATUSES,
     LedgerMirror,
+    MirrorUnsupported,
     mirror_status,
 )
 from alphaswarm_orch.ledger.schema import (
@@ -392,3 +393,15 @@ def test_event_committed_out_of_order_is_mirrored_by_the_trailing_window(
             sa.select(workload_runs.c.run_id).where(workload_runs.c.run_id == late.run_id)
         ).all()
     assert missed == []  # without the window the late event is lost: the window is what saves it
+
+
+def test_run_sharded_sqlite_instance_is_refused_clearly(tmp_path: Path) -> None:
+    settings = Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path)})
+    with dg.instance_for_test() as instance:
+        assert instance.event_log_storage.is_run_sharded
+        with pytest.raises(MirrorUnsupported, match="sharded per run"):
+            LedgerMirror(settings, instance)
+        skipped = build_ledger_mirror_sensor(settings)(dg.build_sensor_context(instance=instance))
+    assert isinstance(skipped, dg.SkipReason)
+    assert "ALPHASWARM_POSTGRES_URL" in (skipped.skip_message or "")
+    assert not (tmp_path / "ledger.db").exists()

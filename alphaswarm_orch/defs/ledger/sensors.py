@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from alphaswarm_orch.ledger.mirror import LedgerMirror
+from alphaswarm_orch.ledger.mirror import LedgerMirror, MirrorUnsupported
 from alphaswarm_orch.settings import Settings
 
 TICK_BUDGET_SECONDS = 20.0
@@ -17,14 +17,19 @@ def build_ledger_mirror_sensor(settings: Settings) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Mirrors Dagster's event log into the workload_runs audit ledger.",
     )
-    def ledger_mirror_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def ledger_mirror_sensor(
+        context: dg.SensorEvaluationContext,
+    ) -> dg.SensorResult | dg.SkipReason:
         """The real cursor lives in the ledger database (committed with the rows); the
         sensor cursor only shows it. A ledger outage fails the tick and the next tick retries."""
-        mirror = LedgerMirror(
-            settings,
-            context.instance,
-            asset_graph=context.repository_def.asset_graph if context.repository_def else None,
-        )
+        try:
+            mirror = LedgerMirror(
+                settings,
+                context.instance,
+                asset_graph=context.repository_def.asset_graph if context.repository_def else None,
+            )
+        except MirrorUnsupported as exc:
+            return dg.SkipReason(str(exc))
         results = mirror.sync(max_seconds=TICK_BUDGET_SECONDS)
         last = results[-1]
         context.log.info(
