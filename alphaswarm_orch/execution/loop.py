@@ -97,6 +97,9 @@ class ResultWatcher:
 
     def wait(self, timeout: float) -> None:
         """Block until a notification arrives or `timeout` passes, then drain the rest."""
+        if not self.pubsub.subscribed:  # nothing in flight: get_message would not block
+            time.sleep(max(timeout, 0.0))
+            return
         message = self.pubsub.get_message(timeout=max(timeout, 0.0))
         while message is not None:
             self._record(message)
