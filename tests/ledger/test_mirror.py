@@ -242,14 +242,16 @@ def test_killed_sync_process_then_restart_is_exact(
     settings = _settings(ledger_url, tmp_path)
     sync = ["ledger", "sync", "--module", "tests.ledger.workloads"]
     argv = [sys.executable, "-m", "alphaswarm_orch.cli", *sync, "--batch-size", "5"]
-    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    output = tmp_path / "sync.log"
+    with output.open("wb") as log:  # a file, not a pipe: a full pipe would stall the child
+        proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             if _state_cursor(ledger_url) > 0:
                 break
             time.sleep(0.05)
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, output.read_text()
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
