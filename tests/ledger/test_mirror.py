@@ -41,7 +41,7 @@ from tests.support import services
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-COPIES = 28  # 7 executed template runs + 7 * 28 copies = 203 runs
+COPIES = 25  # 8 template runs + 8 * 25 copies = 208 runs
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +147,10 @@ def assert_matches(
     assert refused.refusal_reason.startswith("kill switch 'alphaswarm:kill_switch' is set")
     assert refused.workload_kind == "hft" and refused.queues == "hft"
     assert {r.workload_kind for r in ledger.values()} == {"ingestion", "workflow", "paper", "hft"}
-    assert {r.status for r in ledger.values()} == {"success", "failure", "canceled"}
-    assert {r.trigger for r in ledger.values()} == {
-        "cli",
-        "schedule",
-        "sensor",
-        "backfill",
-        "retry",
-    }
+    assert {r.status for r in ledger.values()} == {"success", "failure", "canceled", "starting"}
+    triggers = {r.trigger for r in ledger.values()}
+    assert triggers == {"cli", "ui", "schedule", "sensor", "backfill", "retry"}
+    assert all(r.starting_at is not None for r in ledger.values() if r.status == "starting")
     assert any(s.status == "success" for s in steps if s.step_key == "flaky")
     assert all(s.duration_seconds >= 0 for s in steps if s.status == "success")
 

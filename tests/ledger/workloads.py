@@ -1,9 +1,10 @@
 """Small real jobs with mixed outcomes, and a Dagster history of many runs built from them.
 
 A handful of template runs really execute (success with partitioned asset lineage, op retry,
-failure, kill-switch refusal, re-execution, cancel); the history is then grown by copying
-those runs' records and events under new run ids through Dagster's storage API, with varied
-trigger tags. Executing hundreds of runs would take minutes on this machine.
+failure, kill-switch refusal, re-execution) or are recorded (a cancel, a launch left starting); the
+history is then grown by copying those runs' records and events under new run ids through
+Dagster's storage API, with varied trigger tags. Executing hundreds of runs would take minutes
+on this machine.
 Module-level jobs so that re-execution can reconstruct them (dg.reconstructable).
 """
 
@@ -139,12 +140,22 @@ def execute_templates(instance: dg.DagsterInstance) -> History:
     canceled = instance.create_run_for_job(job_def=workflows_flaky_job)
     instance.report_run_canceled(canceled)
     ids.append(canceled.run_id)
+    launched = instance.create_run_for_job(job_def=paper_session_job)
+    instance.report_dagster_event(  # what the run launcher records (UI, GraphQL launches)
+        dg.DagsterEvent(dg.DagsterEventType.RUN_STARTING.value, job_name=launched.job_name),
+        run_id=launched.run_id,
+    )
+    ids.append(launched.run_id)
     for run_id in ids:
         history.run_ids.append(run_id)
         run = instance.get_run_by_id(run_id)
         assert run is not None
         history.expected_trigger[run_id] = (
-            ("retry", "re-execution") if run.parent_run_id else ("cli", None)
+            ("retry", "re-execution")
+            if run.parent_run_id
+            else ("ui", None)
+            if run_id == launched.run_id
+            else ("cli", None)
         )
         events = [r.event_log_entry for r in instance.get_records_for_run(run_id).records]
         history.templates.append(Template(run, events))
@@ -175,8 +186,10 @@ def grow(
             if template.run_id in history.refused:
                 history.refused.add(new_id)
             trigger = history.expected_trigger[template.run_id]
+            tagged = TRIGGER_TAGS[(copy + n) % 4][1:]
+            # Trigger tags win over how the run was submitted (ui/cli); re-executions stay retries.
             history.expected_trigger[new_id] = (
-                trigger if trigger[0] == "retry" else TRIGGER_TAGS[(copy + n) % 4][1:]
+                trigger if trigger[0] == "retry" or tagged[0] == "cli" else tagged
             )
         if len(event_rows) >= 5000 or copy == copies - 1:
             _write(instance, runs, event_rows, bulk)
