@@ -218,10 +218,14 @@ class LedgerMirror:
         _upsert(conn, workload_run_steps, step_rows, ["run_id", "step_key"])
 
         high = max(cursor, events[-1][0])
-        fresh = sum(1 for row in (*transitions, *assets) if row["event_id"] > cursor)
+        # Count what new events wrote, not the trailing window's idempotent rewrites.
+        fresh = [row for row in (*transitions, *assets) if row["event_id"] > cursor]
+        fresh_runs = {row["run_id"] for row in fresh}
+        rows_written += len(fresh) + sum(
+            1 for row in (*run_rows, *step_rows) if row["run_id"] in fresh_runs
+        )
         mirrored_at = _utc(events[-1][1].timestamp)
         lag = 0.0 if drained else self._lag(events[-1][1].timestamp)
-        rows_written += fresh + len(run_rows) + len(step_rows)
         _save_state(conn, self.settings.ledger_url, high, rows_written, lag, mirrored_at, now)
         return SyncResult(len(events), len(job_names), high, drained, lag)
 
