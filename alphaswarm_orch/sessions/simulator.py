@@ -61,30 +61,47 @@ paper_fills = sa.Table(
 )
 
 
-_APPLY_TICK_SQL = sa.text(
-    """
-    WITH t AS (
-        INSERT INTO paper_ticks (session_id, tick_id) VALUES (:sid, :tick)
-        ON CONFLICT DO NOTHING RETURNING 1
-    ), f AS (
-        INSERT INTO paper_fills (session_id, tick_id, seq, symbol, side, qty, price, fee)
-        SELECT :sid, :tick, x.seq, :symbol, x.side, x.qty, x.price, x.fee
-        FROM jsonb_to_recordset(CAST(:fills AS jsonb))
-            AS x(seq int, side text, qty float8, price float8, fee float8)
-        WHERE EXISTS (SELECT 1 FROM t)
-    ), p AS (
-        INSERT INTO paper_positions (session_id, symbol, qty, avg_price, last_price)
-        SELECT :sid, :symbol, :qty, :avg_price, :price
-        WHERE :has_fills AND EXISTS (SELECT 1 FROM t)
-        ON CONFLICT (session_id, symbol) DO UPDATE SET qty = excluded.qty,
-            avg_price = excluded.avg_price, last_price = excluded.last_price
-    ), s AS (
-        UPDATE paper_sessions SET cash = :new_cash, realized_pnl = :new_realized,
-            equity = :new_equity
-        WHERE session_id = :sid AND :has_fills AND EXISTS (SELECT 1 FROM t)
-    )
-    SELECT count(*) FROM t
-    """
+_APPLY_TICK = "alphaswarm_apply_tick"
+"""A server-side prepared statement (per connection): no parse and plan per order tick."""
+
+_APPLY_TICK_PARAMS = (
+    ("sid", "text"),
+    ("tick", "text"),
+    ("symbol", "text"),
+    ("fills", "jsonb"),
+    ("has_fills", "boolean"),
+    ("qty", "float8"),
+    ("avg_price", "float8"),
+    ("price", "float8"),
+    ("new_cash", "float8"),
+    ("new_realized", "float8"),
+    ("new_equity", "float8"),
+)
+
+_APPLY_TICK_SQL = f"""
+PREPARE {_APPLY_TICK}({", ".join(kind for _name, kind in _APPLY_TICK_PARAMS)}) AS
+WITH t AS (
+    INSERT INTO paper_ticks (session_id, tick_id) VALUES ($1, $2)
+    ON CONFLICT DO NOTHING RETURNING 1
+), f AS (
+    INSERT INTO paper_fills (session_id, tick_id, seq, symbol, side, qty, price, fee)
+    SELECT $1, $2, x.seq, $3, x.side, x.qty, x.price, x.fee
+    FROM jsonb_to_recordset($4) AS x(seq int, side text, qty float8, price float8, fee float8)
+    WHERE EXISTS (SELECT 1 FROM t)
+), p AS (
+    INSERT INTO paper_positions (session_id, symbol, qty, avg_price, last_price)
+    SELECT $1, $3, $6, $7, $8 WHERE $5 AND EXISTS (SELECT 1 FROM t)
+    ON CONFLICT (session_id, symbol) DO UPDATE SET qty = excluded.qty,
+        avg_price = excluded.avg_price, last_price = excluded.last_price
+), s AS (
+    UPDATE paper_sessions SET cash = $9, realized_pnl = $10, equity = $11
+    WHERE session_id = $1 AND $5 AND EXISTS (SELECT 1 FROM t)
+)
+SELECT count(*) FROM t
+"""
+
+_EXECUTE_APPLY_TICK = (
+    f"EXECUTE {_APPLY_TICK}({', '.join(f'%({name})s' for name, _kind in _APPLY_TICK_PARAMS)})"
 )
 
 
@@ -159,6 +176,12 @@ class PaperSimulator:
         self.conn = engine.connect()
         if self._postgres:  # one statement per tick, atomic by itself
             self.conn = self.conn.execution_options(isolation_level="AUTOCOMMIT")
+            prepared = self.conn.exec_driver_sql(
+                "SELECT 1 FROM pg_prepared_statements WHERE name = %(name)s",
+                {"name": _APPLY_TICK},
+            ).first()
+            if prepared is None:  # a pooled connection may carry it from an earlier session
+                self.conn.exec_driver_sql(_APPLY_TICK_SQL)
 
     @property
     def equity(self) -> float:
@@ -197,8 +220,8 @@ class PaperSimulator:
     def _apply_postgres(self, params: dict[str, object], fills: list[dict[str, object]]) -> bool:
         """Tick id, fills, position and cash in one statement: one round trip per order tick."""
         rows = [{k: f[k] for k in ("seq", "side", "qty", "price", "fee")} for f in fills]
-        inserted = self.conn.execute(
-            _APPLY_TICK_SQL, {**params, "fills": json.dumps(rows), "has_fills": bool(fills)}
+        inserted = self.conn.exec_driver_sql(
+            _EXECUTE_APPLY_TICK, {**params, "fills": json.dumps(rows), "has_fills": bool(fills)}
         ).scalar_one()
         return bool(inserted)
 
