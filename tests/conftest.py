@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 
 from tests.support import services
+from tests.support.processes import free_port
 from tests.support.workers import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +78,10 @@ def start_worker(orch_env: dict[str, str]) -> Iterator:
     started: list[WorkerProcess] = []
 
     def start(queues: str, name: str, *extra: str, env: dict[str, str] | None = None):
-        worker = WorkerProcess.start(queues, name, env or orch_env, *extra)
+        env = dict(env or orch_env)
+        # Each worker serves /metrics on a port of its own, as each pod does on :9100.
+        env.setdefault("ALPHASWARM_METRICS_PORT", str(free_port()))
+        worker = WorkerProcess.start(queues, name, env, *extra)
         started.append(worker)
         return worker
 
