@@ -228,11 +228,6 @@ class _Run:
         queue = step.tags.get(QUEUE_TAG, DEFAULT_QUEUE)
         task_id = str(uuid.uuid4())
         flight = InFlight(step.key, task_id, self.watcher.channel(task_id), queue)
-        yield DagsterEvent.engine_event(
-            self.context.for_step(step),
-            f'Submitting celery task for step "{step.key}" to queue "{queue}".',
-            EngineEventData(marker_start=DELEGATE_MARKER),
-        )
         args = ExecuteStepArgs(
             job_origin=self.context.reconstructable_job.get_python_origin(),
             run_id=self.context.run_id,
@@ -254,6 +249,12 @@ class _Run:
             queue=queue,
             routing_key=f"{queue}.{TASK_EXECUTE_PLAN_NAME}",
             priority=redis_priority(self.priority(step)),
+        )
+        # Recorded once sent, so that writing it overlaps the worker picking the step up.
+        yield DagsterEvent.engine_event(
+            self.context.for_step(step),
+            f'Submitted celery task for step "{step.key}" to queue "{queue}".',
+            EngineEventData(marker_start=DELEGATE_MARKER),
         )
 
     def _settle(
