@@ -53,9 +53,16 @@ def produce(redis_url: str, session_id: str, rate: int, total: int, order_every:
         )
 
 
-def bare(client: redis.Redis, session_id: str, total: int, timeout: float) -> list[float]:
+def bare(
+    client: redis.Redis,
+    producer: multiprocessing.Process,
+    session_id: str,
+    total: int,
+    timeout: float,
+) -> list[float]:
     stream = tick_stream(session_id)
     latencies: list[float] = []
+    producer.start()
     deadline = time.monotonic() + timeout
     while len(latencies) < total and time.monotonic() < deadline:
         reply = client.xreadgroup(GROUP, "bare", {stream: ">"}, count=64, block=100)
@@ -66,16 +73,24 @@ def bare(client: redis.Redis, session_id: str, total: int, timeout: float) -> li
 
 
 def session(
-    client: redis.Redis, ledger_url: str, session_id: str, total: int, timeout: float
+    client: redis.Redis,
+    producer: multiprocessing.Process,
+    ledger_url: str,
+    session_id: str,
+    total: int,
+    timeout: float,
+    with_orders: list[float],
 ) -> list[float]:
+    """Latencies of all ticks; those of ticks with an order are also added to `with_orders`."""
     latencies: list[float] = []
-    done = threading.Event()
 
     def acked(tick: Tick) -> None:
-        latencies.append(time.time() - (tick.sent_at or 0.0))
+        latency = time.time() - (tick.sent_at or 0.0)
+        latencies.append(latency)
+        if tick.orders:
+            with_orders.append(latency)
         if len(latencies) >= total:
             client.set(session_stop_key(session_id), "benchmark done")
-            done.set()
 
     start = PaperStart(
         schema_version=1,
@@ -90,6 +105,7 @@ def session(
     loop = SessionLoop(client, session_id, "paper", kill_switch, simulator.handle, after_ack=acked)
     timer = threading.Timer(timeout, lambda: client.set(session_stop_key(session_id), "timeout"))
     timer.start()
+    producer.start()  # after the simulator's setup: measure ticks, not the session's start
     try:
         loop.run()
     finally:
@@ -98,7 +114,13 @@ def session(
     return latencies
 
 
-def measure(kind: str, args: argparse.Namespace, redis_url: str, ledger_url: str) -> list[float]:
+def measure(
+    kind: str,
+    args: argparse.Namespace,
+    redis_url: str,
+    ledger_url: str,
+    with_orders: list[float],
+) -> list[float]:
     client = redis.Redis.from_url(redis_url)
     session_id = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
     client.xgroup_create(tick_stream(session_id), GROUP, id="0", mkstream=True)
@@ -106,15 +128,17 @@ def measure(kind: str, args: argparse.Namespace, redis_url: str, ledger_url: str
     producer = multiprocessing.Process(
         target=produce, args=(redis_url, session_id, args.rate, total, args.order_every)
     )
-    producer.start()
     timeout = args.seconds * 3 + 10
     try:
         if kind == "bare":
-            latencies = bare(client, session_id, total, timeout)
+            latencies = bare(client, producer, session_id, total, timeout)
         else:
-            latencies = session(client, ledger_url, session_id, total, timeout)
+            latencies = session(
+                client, producer, ledger_url, session_id, total, timeout, with_orders
+            )
     finally:
-        producer.join()
+        if producer.pid is not None:
+            producer.join()
         client.delete(tick_stream(session_id), session_stop_key(session_id))
     return latencies
 
@@ -143,16 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         or os.environ.get("ALPHASWARM_POSTGRES_URL")
         or DEFAULT_LEDGER
     )
-    total = args.rate * args.seconds
     # Alternate short rounds so both consumers see the same machine load (2 shared cores).
     rounds = max(1, min(args.rounds, args.seconds // 5))
     per_round = argparse.Namespace(**{**vars(args), "seconds": args.seconds // rounds})
     total = per_round.seconds * args.rate * rounds
     load_before = os.getloadavg()[0]
     results: dict[str, list[float]] = {"bare": [], "session": []}
+    with_orders: list[float] = []
     for _ in range(rounds):
         for kind in results:
-            results[kind] += measure(kind, per_round, redis_url, ledger_url)
+            results[kind] += measure(kind, per_round, redis_url, ledger_url, with_orders)
     with engine_for(ledger_url).begin() as conn:  # benchmark sessions leave no rows behind
         for table in reversed(metadata.sorted_tables):
             conn.execute(table.delete().where(table.c.session_id.like("bench-%")))
@@ -168,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:<28}{pct(values, 50):>9.3f}{pct(values, 99):>9.3f}"
             f"{max(values) * 1000:>9.3f}{len(values):>9}{total - len(values):>6}"
+        )
+    if with_orders:  # the share of the session's tail that is the ledger write
+        print(
+            f"{'  of which ticks w/ orders':<28}{pct(with_orders, 50):>9.3f}"
+            f"{pct(with_orders, 99):>9.3f}{max(with_orders) * 1000:>9.3f}{len(with_orders):>9}"
         )
     base50, base99 = pct(results["bare"], 50), pct(results["bare"], 99)
     p50, p99 = pct(results["session"], 50), pct(results["session"], 99)
