@@ -7,7 +7,7 @@ import uuid
 
 import dagster as dg
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from alphaswarm_orch.control.keys import dead_letter_stream, request_stream, session_stop_key
@@ -147,6 +147,7 @@ entries = st.lists(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(entries=entries)
+@example(entries=[("start", 0), ("stop", 0), ("stop", 0), ("stop", 1), ("start", 1)])
 def test_generated_requests_never_crash_the_sensor_nor_lose_a_valid_one(
     instance: dg.DagsterInstance, redis_client: redis.Redis, entries: list[tuple[str, object]]
 ) -> None:
@@ -155,9 +156,11 @@ def test_generated_requests_never_crash_the_sensor_nor_lose_a_valid_one(
     start_cursor = redis_client.xrevrange(stream, count=1)
     cursor = start_cursor[0][0].decode() if start_cursor else None
     expected_runs, expected_stops, started = [], set(), set()
+    valid = 0  # starts (a repeat is a duplicate delivery) and stops of already started sessions
     for kind, value in entries:
         if kind == "start":
             append_request(redis_client, paper_start(f"{tag}-{value}"))
+            valid += 1
             if value not in started:
                 expected_runs.append(f"req-{tag}-{value}")
             started.add(value)
@@ -175,6 +178,7 @@ def test_generated_requests_never_crash_the_sensor_nor_lose_a_valid_one(
             )
             if value in started:
                 expected_stops.add(sid)
+                valid += 1
         else:
             redis_client.xadd(stream, {"payload": value})
     before = redis_client.xlen(dead_letter_stream("paper"))
@@ -187,7 +191,6 @@ def test_generated_requests_never_crash_the_sensor_nor_lose_a_valid_one(
         k.decode().split(":")[2] for k in redis_client.keys(f"alphaswarm:sessions:{tag}-*:stop")
     }
     assert stops == expected_stops
-    valid = len([e for e in entries if e[0] == "start"]) + len(expected_stops)
     assert redis_client.xlen(dead_letter_stream("paper")) - before == len(entries) - valid
     for sid in expected_stops:
         redis_client.delete(session_stop_key(sid))
