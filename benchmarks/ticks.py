@@ -145,7 +145,7 @@ def measure(
 
 def pct(values: list[float], q: float) -> float:
     return (
-        statistics.quantiles(values, n=1000)[int(q * 10) - 1] * 1000
+        statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1] * 1000
         if len(values) > 1
         else float("nan")
     )
