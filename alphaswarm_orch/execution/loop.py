@@ -171,6 +171,11 @@ class _Run:
         self.flights: dict[str, InFlight] = {}
         self.run_tags = job_context.dagster_run.tags
         self.stopping = False
+        # The same for every step of the run: computed once, not per submission.
+        self.job_origin = job_context.reconstructable_job.get_python_origin()
+        self.executable_dict = job_context.reconstructable_job.to_dict()
+        self.instance_ref = job_context.instance.get_ref()
+        self.inner_retries = job_context.executor.retries.for_inner_plan()
 
     def priority(self, step: ExecutionStep) -> int:
         return dagster_priority(step.tags, self.run_tags, where=f"step {step.key}")
@@ -229,11 +234,11 @@ class _Run:
         task_id = str(uuid.uuid4())
         flight = InFlight(step.key, task_id, self.watcher.channel(task_id), queue)
         args = ExecuteStepArgs(
-            job_origin=self.context.reconstructable_job.get_python_origin(),
+            job_origin=self.job_origin,
             run_id=self.context.run_id,
             step_keys_to_execute=[step.key],
-            instance_ref=self.context.instance.get_ref(),
-            retry_mode=self.context.executor.retries.for_inner_plan(),
+            instance_ref=self.instance_ref,
+            retry_mode=self.inner_retries,
             known_state=active.get_known_state(),
             print_serialized_events=True,
         )
@@ -243,7 +248,7 @@ class _Run:
             TASK_EXECUTE_PLAN_NAME,
             kwargs={
                 "execute_step_args_packed": pack_value(args),
-                "executable_dict": self.context.reconstructable_job.to_dict(),
+                "executable_dict": self.executable_dict,
             },
             task_id=task_id,
             queue=queue,
