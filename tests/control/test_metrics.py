@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +11,9 @@ import redis
 
 from alphaswarm_orch.control.keys import dead_letter_stream
 from alphaswarm_orch.execution.redis_queues import queue_keys
-from tests.support.ops import REPO, sample, scrape, sender, stop_all, worker_env
+from tests.support.ops import sample, scrape, sender, stop_all, worker_env
 from tests.support.processes import free_port
-from tests.support.runs import wait_for
+from tests.support.runs import execute_job, wait_for
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -158,24 +156,7 @@ def test_queue_length_counts_every_priority_sublist(ops_env, workers) -> None:
 def test_dagster_step_outcomes_by_job_and_queue(orch_env, start_worker) -> None:
     env = {**orch_env, "ALPHASWARM_METRICS_PORT": str(free_port())}
     start_worker("default,workflows", "metrics-steps", env=env)
-    execute = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "job",
-        "execute",
-        "-m",
-        "alphaswarm_orch.definitions",
-    ]
-    result = subprocess.run(
-        [*execute, "-j", "smoke_route_job"],
-        env=orch_env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    execute_job(orch_env, "smoke_route_job")
 
     samples = scrape(int(env["ALPHASWARM_METRICS_PORT"]))
     steps = "alphaswarm_dagster_steps_total"

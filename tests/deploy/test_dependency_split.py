@@ -18,12 +18,11 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.support.runs import step_outcomes, step_workers
+from tests.support.runs import execute_job, step_outcomes, step_workers
 
 REPO = Path(__file__).resolve().parents[2]
 SLIM_SITE = Path(__file__).parent / "slim_worker"
 UI_DISTRIBUTIONS = {"dagster-webserver", "dagster-graphql", "starlette", "uvicorn", "graphene"}
-EXECUTE = [sys.executable, "-m", "dagster", "job", "execute", "-m", "alphaswarm_orch.definitions"]
 VENV_BASELINE = {"pip", "setuptools"}
 """What `python -m venv` puts in every venv, the image's included."""
 
@@ -92,15 +91,7 @@ def test_a_worker_limited_to_its_install_set_runs_smoke_route_job(
     assert probe.returncode != 0 and "not in the worker image" in probe.stderr
 
     worker = start_worker("default,workflows", "w-slim", env=slim_env)
-    result = subprocess.run(
-        [*EXECUTE, "-j", "smoke_route_job"],
-        env=orch_env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    execute_job(orch_env, "smoke_route_job")
     [run] = instance.get_runs()
     assert step_outcomes(instance, run.run_id) == {
         "smoke_lookup": "SUCCESS",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -12,10 +10,14 @@ import redis
 from celery import Celery
 
 from alphaswarm_orch.execution.redis_queues import queue_length
-from tests.support.runs import step_outcomes, step_workers, wait_for
-
-REPO = Path(__file__).resolve().parents[2]
-EXECUTE = [sys.executable, "-m", "dagster", "job", "execute", "-m", "alphaswarm_orch.definitions"]
+from tests.support.runs import (
+    REPO,
+    execute_job,
+    execute_job_argv,
+    step_outcomes,
+    step_workers,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +28,7 @@ def test_cli_job_execute_runs_each_step_on_a_worker_of_its_queue(
     default = start_worker("default", "w-default")
     workflows = start_worker("workflows", "w-workflows")
 
-    result = subprocess.run(
-        [*EXECUTE, "-j", "smoke_route_job"],
-        env=orch_env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    execute_job(orch_env, "smoke_route_job")
 
     [run] = instance.get_runs()
     assert run.status == dg.DagsterRunStatus.SUCCESS
@@ -56,7 +50,7 @@ def test_step_whose_queue_has_no_worker_is_not_taken_by_another_queue(
     default = start_worker("default", "w-default-only")
     broker = redis.Redis.from_url(orch_env["ALPHASWARM_BROKER_URL"])
     run = subprocess.Popen(
-        [*EXECUTE, "-j", "smoke_route_job"],
+        execute_job_argv("smoke_route_job"),
         env=orch_env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,

@@ -3,18 +3,13 @@ Postgres (ALPHASWARM_POSTGRES_URL), with the run on the Postgres-backed instance
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import psycopg2
 import pytest
 
-from tests.support.runs import step_outcomes, step_workers
-
-REPO = Path(__file__).resolve().parents[2]
-EXECUTE = [sys.executable, "-m", "dagster", "job", "execute", "-m", "alphaswarm_orch.definitions"]
+from tests.support.runs import execute_job, step_outcomes, step_workers
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +19,7 @@ def test_sample_pull_runs_on_the_ingestion_worker_into_postgres(
 ) -> None:
     worker = start_worker("ingestion", "w-ingestion")
 
-    result = subprocess.run(
-        [*EXECUTE, "-j", "ingestion_sample_job"],
-        env=orch_env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    execute_job(orch_env, "ingestion_sample_job")
 
     [run] = instance.get_runs()
     assert run.tags["alphaswarm/workload"] == "ingestion"

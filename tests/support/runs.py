@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
@@ -52,3 +55,29 @@ def step_outcomes(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
         if event is not None and event.event_type in kinds and event.step_key:
             outcomes[event.step_key] = kinds[event.event_type]
     return outcomes
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def execute_job_argv(
+    job: str, *args: str, module: str = "alphaswarm_orch.definitions"
+) -> list[str]:
+    """`dagster job execute` for `job` of `module`, as CI and operators run it."""
+    return [sys.executable, "-m", "dagster", "job", "execute", "-m", module, "-j", job, *args]
+
+
+def execute_job(
+    env: dict[str, str], job: str, *args: str, module: str = "alphaswarm_orch.definitions"
+) -> subprocess.CompletedProcess:
+    """Run `job` to completion with `dagster job execute`; fail with its output if it fails."""
+    result = subprocess.run(
+        execute_job_argv(job, *args, module=module),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,11 +13,10 @@ import yaml
 
 from alphaswarm_orch.tags import WORKLOAD_TAG
 from alphaswarm_orch.terraform import TerraformConfig, TerraformRuntime
-from tests.support.runs import step_outcomes, step_workers, wait_for
+from tests.support.runs import execute_job_argv, step_outcomes, step_workers, wait_for
 from tests.terraform.conftest import ALLOWED
 
 REPO = Path(__file__).resolve().parents[2]
-EXECUTE = [sys.executable, "-m", "dagster", "job", "execute", "-m", "alphaswarm_orch.definitions"]
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +38,7 @@ def tf_job_env(orch_env: dict[str, str], tf_env: dict[str, str], tf_root: Path) 
 def _execute(env: dict[str, str], job: str, op: str, config: dict, tmp_path: Path) -> list[str]:
     path = tmp_path / f"{job}-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump({"ops": {op: {"config": config}}}))
-    return [*EXECUTE, "-j", job, "-c", str(path)]
+    return execute_job_argv(job, "-c", str(path))
 
 
 def _run(instance: dg.DagsterInstance, job: str) -> dg.DagsterRun:
