@@ -13,9 +13,8 @@ import dagster as dg
 import redis
 
 from alphaswarm_orch.control.keys import request_stream, session_registry, session_stop_key
-from alphaswarm_orch.control.kill_switch import KillSwitch
-from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.requests import Request, SessionStart, SessionStop, read_requests
+from alphaswarm_orch.requests.hold import kill_switch_hold
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import REQUEST_ID_TAG, WORKLOAD_TAG, workload_tags
 
@@ -103,13 +102,9 @@ def _evaluate(
     family: str,
     name: str,
 ) -> dg.SensorResult | dg.SkipReason:
-    state = KillSwitch(client, settings.kill_switch_key).state(family)
-    if state is not None:
-        reason = f"kill switch {state.key!r} is set ({state.reason}): {family} requests wait"
-        start = "-" if context.cursor is None else f"({context.cursor}"
-        if client.xrange(request_stream(family), min=start, max="+", count=1):
-            record_refusal(settings, source=name, reason=reason, queue=family)
-        return dg.SkipReason(reason)
+    held = kill_switch_hold(client, settings, family, context.cursor, queue=family, source=name)
+    if held is not None:
+        return dg.SkipReason(held)
 
     registry = SessionRegistry(client, family)
     batch = read_requests(client, family, context.cursor, check=registry.admit)

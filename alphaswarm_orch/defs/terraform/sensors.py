@@ -12,7 +12,6 @@ import dagster as dg
 import redis
 
 from alphaswarm_orch.control.keys import request_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.defs.terraform.jobs import (
     QUEUE,
     terraform_apply_job,
@@ -20,8 +19,8 @@ from alphaswarm_orch.defs.terraform.jobs import (
     terraform_plan_job,
 )
 from alphaswarm_orch.defs.terraform.resources import WORKSPACES_ENV
-from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.requests import Request, TerraformRequest, read_requests
+from alphaswarm_orch.requests.hold import kill_switch_hold
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import workload_tags
 from alphaswarm_orch.terraform import WorkspaceRefused, parse_workspace_list
@@ -85,13 +84,11 @@ def terraform_request_sensor(
         )
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        state = KillSwitch(client, settings.kill_switch_key).state(QUEUE)
-        if state is not None:
-            reason = f"kill switch {state.key!r} is set ({state.reason}): terraform requests wait"
-            start = "-" if context.cursor is None else f"({context.cursor}"
-            if client.xrange(request_stream(FAMILY), min=start, max="+", count=1):
-                record_refusal(settings, source=SENSOR_NAME, reason=reason, queue=QUEUE)
-            return dg.SkipReason(reason)
+        held = kill_switch_hold(
+            client, settings, FAMILY, context.cursor, queue=QUEUE, source=SENSOR_NAME
+        )
+        if held is not None:
+            return dg.SkipReason(held)
         batch = read_requests(
             client, FAMILY, context.cursor, check=lambda r: request_problem(r, workspaces)
         )

@@ -1,0 +1,34 @@
+"""Request sensors wait while the kill switch is set; a wait with requests pending is a refusal."""
+
+from __future__ import annotations
+
+import redis
+
+from alphaswarm_orch.control.keys import request_stream
+from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.ledger.refusals import record_refusal
+from alphaswarm_orch.settings import Settings
+
+
+def kill_switch_hold(
+    client: redis.Redis,
+    settings: Settings,
+    family: str,
+    cursor: str | None,
+    *,
+    queue: str,
+    source: str,
+) -> str | None:
+    """The skip reason while a switch for `queue` is set, else None.
+
+    The refusal is recorded in the ledger only when requests are waiting past `cursor`, so an
+    idle switch does not write a row on every sensor tick.
+    """
+    state = KillSwitch(client, settings.kill_switch_key).state(queue)
+    if state is None:
+        return None
+    reason = f"kill switch {state.key!r} is set ({state.reason}): {family} requests wait"
+    start = "-" if cursor is None else f"({cursor}"
+    if client.xrange(request_stream(family), min=start, max="+", count=1):
+        record_refusal(settings, source=source, reason=reason, queue=queue)
+    return reason
