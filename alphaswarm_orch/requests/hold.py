@@ -9,6 +9,10 @@ from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.settings import Settings
 
+REQUEST_SENSOR_INTERVAL_SECONDS = 1
+"""Request sensors evaluate on every sensor-daemon loop (Dagster's loop is 5 s): with a 5 s
+minimum interval a request could wait two loops (up to 10 s) before its run is created."""
+
 
 def kill_switch_hold(
     client: redis.Redis,

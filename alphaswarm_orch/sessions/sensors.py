@@ -14,11 +14,9 @@ import redis
 
 from alphaswarm_orch.control.keys import request_stream, session_registry, session_stop_key
 from alphaswarm_orch.requests import Request, SessionStart, SessionStop, read_requests
-from alphaswarm_orch.requests.hold import kill_switch_hold
+from alphaswarm_orch.requests.hold import REQUEST_SENSOR_INTERVAL_SECONDS, kill_switch_hold
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import REQUEST_ID_TAG, WORKLOAD_TAG, workload_tags
-
-SENSOR_INTERVAL_SECONDS = 5
 
 
 def session_run_request(family: str, start: SessionStart) -> dg.RunRequest:
@@ -74,7 +72,7 @@ def build_request_sensor(family: str, job: dg.JobDefinition) -> dg.SensorDefinit
     @dg.sensor(
         name=name,
         job=job,
-        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        minimum_interval_seconds=REQUEST_SENSOR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Launches {job.name} runs from {request_stream(family)}.",
     )

@@ -20,7 +20,7 @@ from alphaswarm_orch.defs.terraform.jobs import (
 )
 from alphaswarm_orch.defs.terraform.resources import WORKSPACES_ENV
 from alphaswarm_orch.requests import Request, TerraformRequest, read_requests
-from alphaswarm_orch.requests.hold import kill_switch_hold
+from alphaswarm_orch.requests.hold import REQUEST_SENSOR_INTERVAL_SECONDS, kill_switch_hold
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import workload_tags
 from alphaswarm_orch.terraform import WorkspaceRefused, parse_workspace_list
@@ -66,7 +66,7 @@ def request_problem(request: Request, workspaces: tuple[str, ...]) -> str | None
 @dg.sensor(
     name=SENSOR_NAME,
     jobs=[terraform_plan_job, terraform_apply_job, terraform_destroy_job],
-    minimum_interval_seconds=5,
+    minimum_interval_seconds=REQUEST_SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=f"Launches terraform plan/apply/destroy runs from {request_stream(FAMILY)}.",
 )
