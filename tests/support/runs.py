@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
+import sqlalchemy as sa
+
+from alphaswarm_orch.ledger.db import engine_for
+from alphaswarm_orch.ledger.mirror import LedgerMirror
+from alphaswarm_orch.ledger.schema import workload_runs
+from alphaswarm_orch.settings import Settings
 
 T = TypeVar("T")
 
@@ -81,3 +87,12 @@ def execute_job(
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def mirrored_run(env: dict[str, str], instance: dg.DagsterInstance, run_id: str) -> dict:
+    """Mirror the instance's event log into the ledger of `env`; return `run_id`'s row."""
+    settings = Settings.from_env(env)
+    LedgerMirror(settings, instance).sync()
+    with engine_for(settings.ledger_url).connect() as conn:
+        row = conn.execute(sa.select(workload_runs).where(workload_runs.c.run_id == run_id)).one()
+    return dict(row._mapping)

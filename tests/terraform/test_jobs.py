@@ -13,7 +13,13 @@ import yaml
 
 from alphaswarm_orch.tags import WORKLOAD_TAG
 from alphaswarm_orch.terraform import TerraformConfig, TerraformRuntime
-from tests.support.runs import execute_job_argv, step_outcomes, step_workers, wait_for
+from tests.support.runs import (
+    execute_job_argv,
+    mirrored_run,
+    step_outcomes,
+    step_workers,
+    wait_for,
+)
 from tests.terraform.conftest import ALLOWED
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,6 +115,9 @@ def test_plan_then_apply_run_on_a_terraform_worker(
     messages = [r.user_message for r in instance.all_logs(apply_run.run_id)]
     assert any("Apply complete! Resources: 3 added" in m for m in messages)
     assert not any("default-token-value" in m for m in messages)
+    for run in (plan_run, apply_run):
+        ledger = mirrored_run(env, instance, run.run_id)
+        assert (ledger["workload_kind"], ledger["status"]) == ("terraform", "success")
 
 
 def test_run_termination_is_forwarded_to_terraform_on_the_worker(

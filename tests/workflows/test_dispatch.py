@@ -25,7 +25,7 @@ from celery import Celery
 from alphaswarm_orch.tags import WORKLOAD_TAG
 from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR
 from tests.support import services
-from tests.support.runs import step_outcomes, step_workers, wait_for
+from tests.support.runs import mirrored_run, step_outcomes, step_workers, wait_for
 from tests.support.workers import WorkerProcess
 from tests.workflows.executor_stub import revoked_key
 
@@ -203,6 +203,9 @@ def test_light_and_dispatched_steps_succeed(stack: Stack) -> None:
     # The value was computed by the executor worker, not here.
     assert output["result"].value == {"strategy": "momentum", "days": 10, "pnl": 15.0}
     assert output["queue"].value == "backtest"
+    ledger = mirrored_run(stack.env, stack.instance, run.run_id)
+    assert (ledger["workload_kind"], ledger["status"]) == ("workflow", "success")
+    assert ledger["queues"] == "workflows"
 
 
 def test_remote_failure_fails_the_step_with_the_remote_error(stack: Stack) -> None:
