@@ -4,7 +4,8 @@ The plan id is the plan run's id: whoever asked for the plan finds it from the r
 sensor's run_key is the request id) and asks for an apply of exactly that plan.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -88,21 +89,29 @@ def _applied(context: dg.OpExecutionContext, result: ApplyResult) -> dict[str, A
     }
 
 
+@contextmanager
+def _terraform_failures() -> Iterator[None]:
+    """A refused or failed terraform command fails the step without retries: the message
+    says what to fix, and a retry would meet the same refusal."""
+    try:
+        yield
+    except TerraformError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
 @dg.op(tags=queue_tags(QUEUE), out=dg.Out(dict, description="Plan id, summary and plan JSON."))
 def terraform_plan(
     context: dg.OpExecutionContext, config: PlanConfig, terraform: TerraformResource
 ) -> dict[str, Any]:
     """Plan a workspace and save the plan (binary and redacted JSON) under this run's id."""
     runtime = terraform.runtime(on_line=context.log.info)
-    try:
+    with _terraform_failures():
         saved = runtime.plan(
             config.workspace,
             config.variables,
             plan_id=context.run_id,
             cancel=_terminated(context),
         )
-    except TerraformError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     context.add_output_metadata(
         {
             "plan_id": saved.plan_id,
@@ -127,15 +136,13 @@ def terraform_apply(
     """Apply exactly the saved plan `plan_id`; refused if stale, applied before, or killed."""
     _refuse_while_killed(context, "terraform apply")
     runtime = terraform.runtime(on_line=context.log.info)
-    try:
+    with _terraform_failures():
         result = runtime.apply(
             config.plan_id,
             workspace=config.workspace,
             applied_by=context.run_id,
             cancel=_terminated(context),
         )
-    except TerraformError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     return _applied(context, result)
 
 
@@ -146,15 +153,13 @@ def terraform_destroy(
     """Destroy everything a workspace manages (a destroy plan under this run's id, applied)."""
     _refuse_while_killed(context, "terraform destroy")
     runtime = terraform.runtime(on_line=context.log.info)
-    try:
+    with _terraform_failures():
         result = runtime.destroy(
             config.workspace,
             config.variables,
             plan_id=context.run_id,
             cancel=_terminated(context),
         )
-    except TerraformError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     return _applied(context, result)
 
 
