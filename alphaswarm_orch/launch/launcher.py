@@ -1,0 +1,179 @@
+"""A run launcher that starts each run from a warm forkserver.
+
+Dagster's DefaultRunLauncher asks the code server to start a run, and the code server uses a
+`spawn` context: every run begins with a fresh Python importing dagster and the code location
+(~3 s on a 2-core node), on the path from request to first step. This launcher keeps one
+`multiprocessing` forkserver per launching process (daemon, or webserver if it launches) that
+has already imported `preload_modules`; a run worker is a fork of it (~0.1 s) running what
+`dagster api execute_run` runs (`worker.py`).
+
+Code reload rule: the forkserver keeps the modules it preloaded for its lifetime. With the
+code location (`alphaswarm_orch.definitions`) preloaded, a run executes the code the launching
+process's forkserver imported, not what the code server reloaded: restart the daemon (and the
+webserver, if it launches runs) on every code deploy, as the compose restart and k8s rollout
+of the one image do. Each run still builds its Definitions anew with the environment at
+launch, which the worker receives from the launcher.
+
+Runs execute on the launching host: in the deployed stack the daemon dequeues every run, so
+runs live in the daemon's pod, which needs what the code server needed for them (storage,
+secrets, resources).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+from collections.abc import Mapping, Sequence
+from multiprocessing import forkserver
+from multiprocessing.context import ForkServerContext
+from typing import Any, Self
+
+from dagster import Field
+from dagster._core.errors import DagsterLaunchFailedError
+from dagster._core.launcher import LaunchRunContext, RunLauncher
+from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+
+from alphaswarm_orch.launch.worker import RELEASE, start_run_worker
+
+RUN_WORKER_PID_TAG = "alphaswarm/run_worker_pid"
+RUN_WORKER_HOST_TAG = "alphaswarm/run_worker_host"
+
+DEFAULT_PRELOAD_MODULES = ("dagster",)
+DEFAULT_START_TIMEOUT_SECONDS = 120.0
+
+
+def forkserver_context(preload_modules: Sequence[str]) -> ForkServerContext:
+    """The process's forkserver context, with its preload list set.
+
+    The forkserver is one per process: the list takes effect when it starts (first launch or
+    `warm`), so every launcher of a process must agree on it.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload_modules))
+    return context
+
+
+class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
+    """Launches each run as a fork of a warm forkserver on this host (see module docstring)."""
+
+    def __init__(
+        self,
+        preload_modules: Sequence[str] = DEFAULT_PRELOAD_MODULES,
+        start_timeout_seconds: float = DEFAULT_START_TIMEOUT_SECONDS,
+        inst_data: ConfigurableClassData | None = None,
+    ) -> None:
+        self._preload_modules = tuple(preload_modules)
+        self._start_timeout_seconds = start_timeout_seconds
+        self._inst_data = inst_data
+        super().__init__()
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls) -> dict[str, Field]:
+        return {
+            "preload_modules": Field(
+                [str],
+                is_required=False,
+                default_value=list(DEFAULT_PRELOAD_MODULES),
+                description="Modules the forkserver imports once; every run starts with them.",
+            ),
+            "start_timeout_seconds": Field(
+                float,
+                is_required=False,
+                default_value=DEFAULT_START_TIMEOUT_SECONDS,
+                description="How long a launch waits for the run worker (includes a cold "
+                "forkserver's imports).",
+            ),
+        }
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
+    ) -> Self:
+        return cls(
+            preload_modules=config_value["preload_modules"],
+            start_timeout_seconds=config_value["start_timeout_seconds"],
+            inst_data=inst_data,
+        )
+
+    def warm(self) -> None:
+        """Start the forkserver now, so the first launch does not wait for its imports."""
+        forkserver_context(self._preload_modules)
+        forkserver.ensure_running()
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        mp = forkserver_context(self._preload_modules)
+        parent, child = mp.Pipe()
+        starter = mp.Process(
+            target=start_run_worker,
+            args=(run.run_id, serialize_value(self._instance.get_ref()), dict(os.environ), child),
+            name=f"dagster-run-{run.run_id}",
+        )
+        try:
+            try:
+                starter.start()
+            except Exception as exc:
+                raise DagsterLaunchFailedError(
+                    f"Could not fork a run worker for run {run.run_id}: {exc!r}. The forkserver "
+                    f"(preloading {list(self._preload_modules)}) may have failed to import; its "
+                    "traceback is in this process's log. Fix the code and restart this process."
+                ) from exc
+            finally:
+                child.close()
+            if not parent.poll(self._start_timeout_seconds):
+                raise DagsterLaunchFailedError(
+                    f"The run worker for run {run.run_id} did not start within "
+                    f"{self._start_timeout_seconds}s (start_timeout_seconds of the run launcher)."
+                )
+            pid = parent.recv()
+            self._instance.add_run_tags(
+                run.run_id,
+                {RUN_WORKER_PID_TAG: str(pid), RUN_WORKER_HOST_TAG: socket.gethostname()},
+            )
+            parent.send(RELEASE)
+        except EOFError as exc:
+            raise DagsterLaunchFailedError(
+                f"The run worker for run {run.run_id} exited before it started; see this "
+                "process's log."
+            ) from exc
+        finally:
+            parent.close()
+            starter.join()
+            starter.close()
+
+    def terminate(self, run_id: str) -> bool:
+        """Mark the run CANCELING and interrupt its worker if it runs on this host.
+
+        A worker on another host (the daemon's pod, when the webserver terminates) is stopped
+        by the executor, which ends the run once it sees CANCELING.
+        """
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        pid = run.tags.get(RUN_WORKER_PID_TAG)
+        host = run.tags.get(RUN_WORKER_HOST_TAG)
+        if pid is None:
+            # Not yet released: the worker sees CANCELING before it starts executing.
+            return True
+        if host != socket.gethostname():
+            self._instance.report_engine_event(
+                f"Run worker {pid} runs on {host}, not here: its executor stops the run "
+                "when it sees CANCELING.",
+                run,
+                cls=self.__class__,
+            )
+            return True
+        try:
+            os.kill(int(pid), signal.SIGINT)
+        except ProcessLookupError:
+            self._instance.report_run_canceled(
+                run, f"Run worker {pid} had already exited without finishing the run."
+            )
+        return True

@@ -1,0 +1,107 @@
+"""The run worker: one run, executed as `dagster api execute_run` executes it.
+
+It is forked from the launcher's warm forkserver (see `launcher.py`), so dagster and the
+preloaded modules are already imported. The launcher talks to it over one pipe: the worker
+sends its pid, the launcher records it as run tags, then releases the worker. Tags are written
+before the run starts because `add_run_tags` rewrites the whole run body and would race the
+worker's own status updates (DefaultRunLauncher orders its gRPC tag the same way).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from multiprocessing.connection import Connection
+
+import dagster as dg
+from dagster._cli.api import _execute_run_command_body
+from dagster._core.events import EngineEventData
+from dagster._core.instance import InstanceRef
+from dagster._serdes import deserialize_value
+from dagster._utils.error import serializable_error_info_from_exc_info
+from dagster._utils.interrupts import capture_interrupts
+
+RELEASE = "release"
+"""What the launcher sends once the worker's pid is recorded: start executing."""
+
+
+def start_run_worker(
+    run_id: str, instance_ref: str, environ: dict[str, str], conn: Connection
+) -> None:
+    """Fork the run worker and return, so the forkserver's child exits at once.
+
+    The run worker is then nobody's child: the launching process (daemon, webserver) neither
+    waits for it at exit nor holds a file descriptor per run, and the run outlives it.
+    """
+    if os.fork():
+        conn.close()
+        return
+    code = 1
+    try:
+        code = _run_worker(run_id, instance_ref, environ, conn)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _run_worker(run_id: str, instance_ref: str, environ: dict[str, str], conn: Connection) -> int:
+    # Its own session: a Ctrl-C or SIGTERM to the launcher's process group is not a terminate.
+    os.setsid()
+    # The forkserver kept the environment of its own start; a run sees the launcher's at launch.
+    os.environ.clear()
+    os.environ.update(environ)
+    # A terminate that arrives before the run starts is held, then raised at its first step.
+    with capture_interrupts():
+        conn.send(os.getpid())
+        ref = deserialize_value(instance_ref, InstanceRef)
+        with dg.DagsterInstance.from_ref(ref) as instance:
+            try:
+                released = conn.recv() == RELEASE
+            except EOFError:
+                released = False
+            conn.close()
+            if not released:
+                _fail(
+                    instance,
+                    run_id,
+                    "The run launcher exited before it released this run worker; "
+                    "launch the run again (re-execute it).",
+                )
+                return 1
+            return _execute(instance, run_id)
+
+
+def _execute(instance: dg.DagsterInstance, run_id: str) -> int:
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        print(f"run worker: run {run_id} is not in the instance", file=sys.stderr)
+        return 1
+    if run.status == dg.DagsterRunStatus.CANCELING:
+        # Terminated between launch and start: Dagster would otherwise leave it CANCELING
+        # until run monitoring's cancel timeout.
+        instance.report_run_canceled(run, "Run terminated before its run worker started.")
+        return 0
+    try:
+        return _execute_run_command_body(
+            run_id, instance, lambda _event: None, set_exit_code_on_failure=True
+        )
+    except Exception:
+        # Before execution proper (e.g. the run's code origin cannot be reconstructed):
+        # Dagster's own load and execution errors already end the run FAILURE.
+        _fail(instance, run_id, "The run worker could not start the run.", sys.exc_info())
+        return 1
+
+
+def _fail(instance: dg.DagsterInstance, run_id: str, message: str, exc_info=None) -> None:
+    """End the run FAILURE with `message` (and the error), unless it already finished."""
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.is_finished:
+        return
+    data = (
+        EngineEventData.engine_error(serializable_error_info_from_exc_info(exc_info))
+        if exc_info
+        else None
+    )
+    instance.report_engine_event(message, run, data)
+    instance.report_run_failed(run, message)
