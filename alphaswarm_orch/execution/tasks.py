@@ -47,6 +47,9 @@ from alphaswarm_orch.settings import Settings
 MAX_WORKER_LOSSES = 2
 """Times Celery sends a step again after its pool process died before it gives up."""
 
+POOL_RECYCLE_SECONDS = 600
+"""A pool process's held Postgres connection is replaced after this long (idle-killers)."""
+
 
 class StepRefused(RuntimeError):
     """A step this worker must not run; the message says why and what to do."""
@@ -67,7 +70,15 @@ def _instance(ref: Any) -> dg.DagsterInstance:
     """One instance per instance ref and pool process (opening one costs a storage setup)."""
     key = serialize_value(ref)
     if key not in _instances:
-        _instances[key] = dg.DagsterInstance.from_ref(ref)
+        instance = dg.DagsterInstance.from_ref(ref)
+        # dagster-postgres opens a new connection for every query (NullPool), so that idle
+        # processes hold none; a step makes about ten (~4 ms each to connect). A pool process
+        # runs step after step, so it keeps one connection: Dagster's only switch for that is
+        # the webserver's (pool size 1; a no-op on SQLite). Statement timeout 0 = none.
+        instance.optimize_for_webserver(
+            statement_timeout=0, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=1
+        )
+        _instances[key] = instance
     return _instances[key]
 
 
