@@ -6,6 +6,7 @@ to a Redis list named in its config, so tests observe the worker side directly.
 """
 
 import os
+import sys
 import time
 
 import dagster as dg
@@ -90,6 +91,13 @@ def on_default(config: Probe, value: int) -> None:
     _report(config, "default")
 
 
+@dg.op(tags=queue_tags("default"))
+def talker(config: Probe) -> None:
+    """Prints its report key to stdout and stderr: the step's captured logs must hold both."""
+    print(f"out {config.report_key}")
+    print(f"err {config.report_key}", file=sys.stderr)
+
+
 @dg.job
 def block_job() -> None:
     blocker()
@@ -112,8 +120,13 @@ def three_queue_job() -> None:
     on_default(on_paper(on_workflows()))
 
 
+@dg.job
+def talk_job() -> None:
+    talker()
+
+
 defs = dg.Definitions(
-    jobs=[block_job, fragile_job, priority_job, three_queue_job],
+    jobs=[block_job, fragile_job, priority_job, three_queue_job, talk_job],
     executor=alphaswarm_celery_executor,
     resources={"io_manager": dg.FilesystemIOManager(base_dir=str(Settings.from_env().io_dir))},
 )

@@ -241,3 +241,23 @@ def test_kill_switch_refuses_the_step_and_the_reason_is_the_step_failure(
     [error] = _step_errors(instance, run.run_id)
     assert "desk halted" in error and "step blocker refused" in error
     assert _reports(broker, key) == []
+
+
+def test_a_step_s_prints_on_a_worker_are_in_its_captured_logs(
+    env, start_worker, instance, tmp_path
+) -> None:
+    start_worker("default", "w-logs", env=env)
+    token = f"token-{uuid.uuid4().hex}"
+    process = _launch(env, tmp_path, "talk_job", {"talker": {"config": {"report_key": token}}})
+    _finish(process, tmp_path, "talk_job")
+    run = _only_run(instance)
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    (captured,) = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.LOGS_CAPTURED)
+    data = captured.dagster_event.logs_captured_data
+    assert data.step_keys == ["talker"]
+    manager = instance.compute_log_manager
+    log_key = manager.build_log_key_for_run(run.run_id, data.file_key)
+    logs = manager.get_log_data(log_key)
+    assert f"out {token}" in logs.stdout.decode()
+    assert f"err {token}" in logs.stderr.decode()
+    assert manager.is_capture_complete(log_key)
