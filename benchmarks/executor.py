@@ -239,10 +239,10 @@ def _raw_round_trip(samples: int) -> list[float]:
         app.close()
 
 
-def measure(repeats: int, log_dir: Path) -> dict[str, dict[str, float]]:
+def measure(repeats: int, log_dir: Path, kinds: list[str]) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     with dg.DagsterInstance.get() as instance:
-        for kind in EXECUTORS:
+        for kind in kinds:
             worker = _worker(kind, log_dir) if kind in ("stock", "alphaswarm") else None
             with worker or _nothing():
                 _execute(instance, "chain", kind)  # warm-up (imports, worker caches)
@@ -269,7 +269,7 @@ def _nothing() -> Iterator[None]:
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
-    kinds = list(EXECUTORS)
+    kinds = [kind for kind in EXECUTORS if kind in results]
     ours = results["alphaswarm"]
     rows: list[tuple[str, Callable[[dict[str, float]], float], str]] = [
         (f"chain of {CHAIN}: wall (s)", lambda r: r["chain"], "{:.2f}"),
@@ -296,6 +296,11 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="chain 5, fan-out 10, 1 repeat")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--redis-db", type=int, default=4, help="uses this db and the next")
+    parser.add_argument(
+        "--no-multiprocess",
+        action="store_true",
+        help="leave out the multiprocess executor (the slowest case, not a target)",
+    )
     args = parser.parse_args()
     chain, fan, repeats = (5, 10, 1) if args.small else (10, 50, 3)
     repeats = args.repeats or repeats
@@ -316,7 +321,8 @@ def main() -> None:
             }
         )
         CHAIN, FAN = chain, fan
-        results = measure(repeats, work)
+        kinds = [k for k in EXECUTORS if not (args.no_multiprocess and k == "multiprocess")]
+        results = measure(repeats, work, kinds)
     print(table(results))
     print(f"\n(medians of {repeats} repeat(s) after one warm-up chain; logs in {work})")
 
