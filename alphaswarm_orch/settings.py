@@ -21,10 +21,13 @@ STORAGE_DIR = "ALPHASWARM_STORAGE_DIR"
 REDIS_URL = "ALPHASWARM_REDIS_URL"
 KILL_SWITCH_KEY = "ALPHASWARM_KILL_SWITCH_KEY"
 METRICS_PORT = "ALPHASWARM_METRICS_PORT"
+SENSOR_LOOP_SECONDS = "ALPHASWARM_SENSOR_LOOP_SECONDS"
 
 DEFAULT_STORAGE_DIR = "./.alphaswarm"
 DEFAULT_KILL_SWITCH_KEY = "alphaswarm:kill_switch"
 DEFAULT_METRICS_PORT = 9100
+DEFAULT_SENSOR_LOOP_SECONDS = 1.0
+SENSOR_LOOP_RANGE = (0.1, 30.0)
 
 _REDIS_SCHEMES = ("redis", "rediss")
 _POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
@@ -45,6 +48,8 @@ class Settings:
     redis_url: str | None
     kill_switch_key: str
     metrics_port: int
+    sensor_loop_seconds: float = DEFAULT_SENSOR_LOOP_SECONDS
+    """Period of dagster-daemon's sensor loop under `alphaswarm-orch daemon` (Dagster: 5 s)."""
 
     @property
     def embedded(self) -> bool:
@@ -124,6 +129,20 @@ class Settings:
                 )
             metrics_port = int(port_raw)
 
+        loop_raw = get(SENSOR_LOOP_SECONDS)
+        sensor_loop = DEFAULT_SENSOR_LOOP_SECONDS
+        if loop_raw is not None:
+            low, high = SENSOR_LOOP_RANGE
+            try:
+                sensor_loop = float(loop_raw)
+            except ValueError:
+                sensor_loop = float("nan")
+            if not low <= sensor_loop <= high:
+                raise SettingsError(
+                    f"{SENSOR_LOOP_SECONDS}={loop_raw!r} is not a sensor loop period: use "
+                    f"seconds from {low:g} to {high:g} (default {DEFAULT_SENSOR_LOOP_SECONDS:g})"
+                )
+
         return cls(
             broker_url=broker,
             result_backend=backend,
@@ -133,6 +152,7 @@ class Settings:
             redis_url=redis_url,
             kill_switch_key=get(KILL_SWITCH_KEY) or DEFAULT_KILL_SWITCH_KEY,
             metrics_port=metrics_port,
+            sensor_loop_seconds=sensor_loop,
         )
 
 

@@ -2,6 +2,7 @@
 
 import click
 
+from alphaswarm_orch.cli.daemon import daemon_command
 from alphaswarm_orch.cli.health import health_command
 from alphaswarm_orch.cli.kill_switch import kill_switch_group
 from alphaswarm_orch.cli.ledger import ledger_group
@@ -21,3 +22,4 @@ main.add_command(worker_group)
 main.add_command(submit_group)
 main.add_command(kill_switch_group)
 main.add_command(ledger_group)
+main.add_command(daemon_command)

@@ -1,0 +1,38 @@
+"""`alphaswarm-orch daemon`: dagster-daemon with a sensor loop period we choose.
+
+dagster-daemon evaluates sensors on a fixed 5 s loop (`MIN_INTERVAL_LOOP_TIME` in
+`dagster._daemon.sensor`, read on every iteration): a sensor with `minimum_interval_seconds=1`
+still runs only every 5 s, so a request waits up to 5 s before its run exists. Dagster offers
+no setting for it; setting that module constant before the daemon starts is the only knob, and
+the daemon's sensor loop runs in this process's threads, so it takes effect.
+"""
+
+import os
+
+import click
+import dagster as dg
+from dagster._daemon import sensor
+from dagster._daemon.cli import run_command
+
+from alphaswarm_orch.cli.errors import user_errors
+from alphaswarm_orch.launch import ForkserverRunLauncher
+from alphaswarm_orch.settings import Settings
+
+
+@click.command(
+    name="daemon",
+    context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]},
+)
+@click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
+def daemon_command(dagster_args: tuple[str, ...]) -> None:
+    """Run dagster-daemon (`dagster-daemon run DAGSTER_ARGS`, e.g. -w workspace.yaml) with
+    sensors evaluated every ALPHASWARM_SENSOR_LOOP_SECONDS (default 1) instead of every 5 s."""
+    with user_errors():
+        settings = Settings.from_env()
+    sensor.MIN_INTERVAL_LOOP_TIME = settings.sensor_loop_seconds
+    if os.environ.get("DAGSTER_HOME"):
+        # The first run launched after a deploy should not wait for the forkserver's imports.
+        with dg.DagsterInstance.get() as instance:
+            if isinstance(instance.run_launcher, ForkserverRunLauncher):
+                instance.run_launcher.warm()
+    run_command.main(args=list(dagster_args), prog_name="alphaswarm-orch daemon")
