@@ -146,7 +146,7 @@ def test_compose_commands_health_checks_and_volumes(compose: dict[str, Any]) -> 
         assert test[0] == "CMD" and len(test) > 1, name
     assert services["code-server"]["command"][:3] == ["dagster", "code-server", "start"]
     assert services["webserver"]["command"][0] == "dagster-webserver"
-    assert services["daemon"]["command"][:2] == ["dagster-daemon", "run"]
+    assert services["daemon"]["command"][:2] == ["alphaswarm-orch", "daemon"]
     for name in ("webserver", "daemon"):
         assert services[name]["depends_on"]["code-server"]["condition"] == "service_healthy"
     declared = set(compose["volumes"])
