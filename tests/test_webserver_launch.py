@@ -1,4 +1,8 @@
-"""A run launched the way the Dagster UI launches it: GraphQL on a real webserver + daemon."""
+"""A run launched the way the Dagster UI launches it: GraphQL on a real webserver + daemon.
+
+The daemon is `alphaswarm-orch daemon`, as deployed: it dequeues the run and launches it with
+the ForkserverRunLauncher of the repo's dagster.yaml.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
 
+from alphaswarm_orch.launch.launcher import RUN_WORKER_PID_TAG
 from tests.support.processes import background, free_port, read_log
 from tests.support.runs import step_workers, wait_for
 
@@ -33,7 +38,7 @@ def test_graphql_launch_runs_on_the_workers(
     bin_dir = Path(sys.executable).parent
     webserver = [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml"]
     webserver += ["-h", "127.0.0.1", "-p", str(port)]
-    daemon = [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+    daemon = [sys.executable, "-m", "alphaswarm_orch.cli", "daemon", "-w", "workspace.yaml"]
     with (
         background(webserver, orch_env, cwd=str(REPO)) as web,
         background(daemon, orch_env, cwd=str(REPO)) as dmn,
@@ -56,5 +61,6 @@ def test_graphql_launch_runs_on_the_workers(
             print(read_log(web)[-4000:], read_log(dmn)[-4000:])
             raise
     assert status == dg.DagsterRunStatus.SUCCESS
+    assert RUN_WORKER_PID_TAG in instance.get_run_by_id(run_id).tags
     assert set(step_workers(instance, run_id).values()) == {worker.node}
     assert len(step_workers(instance, run_id)) == 3
