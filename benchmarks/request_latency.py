@@ -1,15 +1,19 @@
-"""Request -> first step latency through the sensor path, on the production stack.
+"""Request -> first step latency through the sensor path: stock Dagster settings vs ours.
 
     python -m benchmarks.request_latency [--requests N] [--redis-db N]
 
-Starts what production runs: a `paper` worker (`alphaswarm-orch worker`), `dagster-daemon`
-with the repo's dagster.yaml (QueuedRunCoordinator, DefaultRunLauncher) on a throw-away
-Postgres database, and the code location's `paper_request_sensor`. Each request is appended
-to the paper request stream the way alphaswarm-core does; the clock runs from the append to
-the run's creation (sensor pickup), RUN_START and the session step's STEP_START. The session
-is then stopped by a stop request and the next request is sent after a random 0-5 s pause.
+Runs the same requests against two stacks, one after the other, each with a `paper` worker
+(`alphaswarm-orch worker`) and a throw-away Postgres instance database:
 
-Baseline (DESIGN.md, stock settings): request -> first step 6-12 s, median 7.9 s.
+- stock: `dagster-daemon run`, DefaultRunLauncher (the code server spawns each run),
+  Dagster's default dequeue interval (5 s) and sensor loop (5 s), sensors unthreaded;
+- ours: `alphaswarm-orch daemon` (sensor loop ALPHASWARM_SENSOR_LOOP_SECONDS, default 1 s)
+  with the repo's dagster.yaml (ForkserverRunLauncher, dequeue every 1 s, threaded sensors).
+
+Each request is appended to the paper request stream the way alphaswarm-core does; the clock
+runs from the append to the run's creation (sensor pickup), RUN_START and the session step's
+STEP_START. The session is then stopped by a stop request and the next request is sent after
+a random 0-5 s pause. The first request of each stack is a warm-up and is not counted.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 import redis
+import yaml
 
 from alphaswarm_orch.requests import PaperStart, PaperStop, append_request
 from alphaswarm_orch.tags import REQUEST_ID_TAG
@@ -41,7 +47,11 @@ def _event_time(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEvent
     return records[0].timestamp if records else 0.0
 
 
-def measure(env: dict[str, str], requests: int) -> list[tuple[float, float, float]]:
+STAGES = ("run created (sensor pickup)", "RUN_START (launcher)", "first STEP_START")
+Row = tuple[float, float, float]
+
+
+def measure(env: dict[str, str], requests: int) -> list[Row]:
     client = redis.Redis.from_url(env["ALPHASWARM_REDIS_URL"])
     os.environ.update(env)
     rows = []
@@ -97,19 +107,25 @@ def measure(env: dict[str, str], requests: int) -> list[tuple[float, float, floa
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=8)
-    parser.add_argument("--redis-db", type=int, default=10)
-    args = parser.parse_args()
+def stock_instance_yaml() -> str:
+    """The repo's dagster.yaml with Dagster's defaults for what this benchmark compares."""
+    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    config["run_launcher"] = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+    del config["run_coordinator"]["config"]["dequeue_interval_seconds"]
+    del config["sensors"]
+    return yaml.safe_dump(config, sort_keys=False)
 
-    broker = f"redis://127.0.0.1:6379/{args.redis_db}"
-    backend = f"redis://127.0.0.1:6379/{args.redis_db + 1}"
+
+def run_stack(
+    name: str, daemon: Sequence[str], instance_yaml: str, redis_db: int, requests: int
+) -> list[Row]:
+    broker = f"redis://127.0.0.1:6379/{redis_db}"
+    backend = f"redis://127.0.0.1:6379/{redis_db + 1}"
     services.flush_redis(broker, backend)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-request-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-request-{name}-"))
     home = workdir / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    (home / "dagster.yaml").write_text(instance_yaml)
     with services.temporary_database("as_bench") as postgres:
         env = {
             **os.environ,
@@ -121,29 +137,47 @@ def main() -> None:
             "ALPHASWARM_METRICS_PORT": str(free_port()),
             "DAGSTER_HOME": str(home),
         }
-        worker = WorkerProcess.start("paper", "bench-paper", env)
-        daemon = [str(Path(sys.executable).parent / "dagster-daemon"), "run"]
+        worker = WorkerProcess.start("paper", f"bench-paper-{name}", env)
         try:
             with background([*daemon, "-w", "workspace.yaml"], env, cwd=str(REPO)):
-                rows = measure(env, args.requests)
+                rows = measure(env, requests)
         finally:
             worker.stop()
             services.flush_redis(broker, backend)
     shutil.rmtree(workdir, ignore_errors=True)
+    return rows
 
-    print(f"request -> first step through paper_request_sensor, {len(rows)} requests (s)")
-    print("| stage | p50 | min | max |")
-    print("|---|---|---|---|")
-    for name, column in zip(
-        ("run created (sensor pickup)", "RUN_START (launcher)", "first STEP_START"),
-        zip(*rows, strict=True),
-        strict=True,
-    ):
-        print(
-            f"| {name} | {statistics.median(column):.2f} | {min(column):.2f} | {max(column):.2f} |"
-        )
-    ratio = statistics.median(row[2] for row in rows) / 7.9
-    print(f"\nbaseline (DESIGN.md, stock): 6-12 s, median 7.9 s; first step p50 {ratio:.2f}x")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--redis-db", type=int, default=8, help="uses this DB and the next")
+    args = parser.parse_args()
+
+    bin_dir = Path(sys.executable).parent
+    stacks = {
+        "stock": ([str(bin_dir / "dagster-daemon"), "run"], stock_instance_yaml()),
+        "ours": (
+            [sys.executable, "-m", "alphaswarm_orch.cli", "daemon"],
+            (REPO / "dagster.yaml").read_text(),
+        ),
+    }
+    results = {
+        name: run_stack(name, daemon, instance_yaml, args.redis_db, args.requests)
+        for name, (daemon, instance_yaml) in stacks.items()
+    }
+
+    print(f"request -> stage through paper_request_sensor, {args.requests} requests each (s)")
+    columns = [f"{name} {f}" for name in ("stock", "ours") for f in ("p50", "min", "max")]
+    print(f"| stage | {' | '.join(columns)} | ours/stock |")
+    print("|---" * (len(columns) + 2) + "|")
+    for index, stage in enumerate(STAGES):
+        stock, ours = ([row[index] for row in results[name]] for name in ("stock", "ours"))
+        cells = [
+            f"{f(column):.2f}" for column in (stock, ours) for f in (statistics.median, min, max)
+        ]
+        ratio = statistics.median(ours) / statistics.median(stock)
+        print(f"| {stage} | {' | '.join(cells)} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
