@@ -8,7 +8,8 @@ has already imported `preload_modules`; a run worker is a fork of it (~0.1 s) ru
 `dagster api execute_run` runs (`worker.py`).
 
 Code reload rule: the forkserver keeps the modules it preloaded for its lifetime. With the
-code location (`alphaswarm_orch.definitions`) preloaded, a run executes the code the launching
+code location preloaded (dagster.yaml preloads `alphaswarm_orch.launch.preload`: the code
+location and what a run worker imports after the fork), a run executes the code the launching
 process's forkserver imported, not what the code server reloaded: restart the daemon (and the
 webserver, if it launches runs) on every code deploy, as the compose restart and k8s rollout
 of the one image do. Each run still builds its Definitions anew with the environment at
