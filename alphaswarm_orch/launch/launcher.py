@@ -31,12 +31,15 @@ from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext
 from typing import Any, Self
 
-from dagster import Field
+import redis
+from dagster import DagsterRun, Field
 from dagster._core.errors import DagsterLaunchFailedError
 from dagster._core.launcher import LaunchRunContext, RunLauncher
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
+from alphaswarm_orch.execution import liveness
 from alphaswarm_orch.launch.worker import RELEASE, start_run_worker
+from alphaswarm_orch.settings import Settings, redacted
 
 RUN_WORKER_PID_TAG = "alphaswarm/run_worker_pid"
 RUN_WORKER_HOST_TAG = "alphaswarm/run_worker_host"
@@ -149,15 +152,19 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
             starter.close()
 
     def terminate(self, run_id: str) -> bool:
-        """Mark the run CANCELING and interrupt its worker if it runs on this host.
+        """Mark the run CANCELING, ask its running steps to stop, and interrupt its worker if
+        it runs on this host.
 
         A worker on another host (the daemon's pod, when the webserver terminates) is stopped
-        by the executor, which ends the run once it sees CANCELING.
+        by the executor, which ends the run once it sees CANCELING. The steps are asked
+        directly too, so that they stop even when the run worker is gone (OOM-killed, node
+        lost) and nothing is left to relay the request.
         """
         run = self._instance.get_run_by_id(run_id)
         if run is None or run.is_finished:
             return False
         self._instance.report_run_canceling(run)
+        self._stop_steps(run)
         pid = run.tags.get(RUN_WORKER_PID_TAG)
         host = run.tags.get(RUN_WORKER_HOST_TAG)
         if pid is None:
@@ -178,3 +185,21 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
                 run, f"Run worker {pid} had already exited without finishing the run."
             )
         return True
+
+    def _stop_steps(self, run: DagsterRun) -> None:
+        """Set the run's cancel key, which each running step's watcher checks every second."""
+        backend = Settings.from_env().result_backend
+        if not backend or not backend.startswith(("redis://", "rediss://", "unix://")):
+            return  # no Celery steps (embedded executor)
+        client = redis.Redis.from_url(backend, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            liveness.request_cancel(client, run.run_id)
+        except redis.RedisError as exc:
+            self._instance.report_engine_event(
+                f"Could not ask the run's running steps to stop through {redacted(backend)}: "
+                f"{exc}. Its run worker stops them when it sees CANCELING.",
+                run,
+                cls=self.__class__,
+            )
+        finally:
+            client.close()

@@ -131,6 +131,34 @@ def test_terminating_a_run_interrupts_its_running_step_and_the_run_ends_canceled
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
 
 
+def test_terminate_stops_a_running_step_even_when_its_run_worker_is_gone(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    start_worker("default", "w-orphan", env=env)
+    key = f"report:{uuid.uuid4().hex}"
+    process = _launch(
+        env,
+        tmp_path,
+        "block_job",
+        {"blocker": {"config": {"report_key": key, "block_seconds": 300}}},
+    )
+    try:
+        wait_for(lambda: _reports(broker, key), 120, "the step to start on the worker")
+        run = _only_run(instance)
+        process.kill()  # the run worker dies: nothing is left to relay a terminate
+        process.wait()
+        assert instance.run_launcher.terminate(run.run_id)
+        wait_for(
+            lambda: any(r.startswith("interrupted blocker") for r in _reports(broker, key)),
+            60,
+            "the worker to interrupt the orphaned step",
+        )
+    finally:
+        process.kill()
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELING
+    assert not any(r.startswith("finished") for r in _reports(broker, key))
+
+
 def _parent_pid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as fh:
         return int(fh.read().rsplit(")", 1)[1].split()[1])
