@@ -26,7 +26,7 @@ from alphaswarm_orch.settings import Settings
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def daemon_command(dagster_args: tuple[str, ...]) -> None:
     """Run dagster-daemon (`dagster-daemon run DAGSTER_ARGS`, e.g. -w workspace.yaml) with
-    sensors evaluated every ALPHASWARM_SENSOR_LOOP_SECONDS (default 1) instead of every 5 s."""
+    sensors evaluated every ALPHASWARM_SENSOR_LOOP_SECONDS (default 0.5) instead of every 5 s."""
     with user_errors():
         settings = Settings.from_env()
     sensor.MIN_INTERVAL_LOOP_TIME = settings.sensor_loop_seconds
