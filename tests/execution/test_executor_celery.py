@@ -102,11 +102,10 @@ def _step_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return messages
 
 
-def test_terminating_a_run_interrupts_its_running_step_and_the_run_ends_canceled(
-    env, start_worker, instance, broker, tmp_path
-) -> None:
-    start_worker("default", "w-term", env=env)
-    key = f"report:{uuid.uuid4().hex}"
+def _blocking_run(
+    env: dict[str, str], tmp_path: Path, broker: redis.Redis, key: str
+) -> subprocess.Popen:
+    """`dagster job execute` of block_job (300 s), returned once its step runs on a worker."""
     process = _launch(
         env,
         tmp_path,
@@ -115,13 +114,30 @@ def test_terminating_a_run_interrupts_its_running_step_and_the_run_ends_canceled
     )
     try:
         wait_for(lambda: _reports(broker, key), 120, "the step to start on the worker")
+    except BaseException:
+        process.kill()
+        raise
+    return process
+
+
+def _wait_interrupted(broker: redis.Redis, key: str) -> None:
+    wait_for(
+        lambda: any(r.startswith("interrupted blocker") for r in _reports(broker, key)),
+        60,
+        "the worker to interrupt the running step",
+    )
+
+
+def test_terminating_a_run_interrupts_its_running_step_and_the_run_ends_canceled(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    start_worker("default", "w-term", env=env)
+    key = f"report:{uuid.uuid4().hex}"
+    process = _blocking_run(env, tmp_path, broker, key)
+    try:
         run = _only_run(instance)
         instance.run_launcher.terminate(run.run_id)  # what the UI's Terminate does
-        wait_for(
-            lambda: any(r.startswith("interrupted blocker") for r in _reports(broker, key)),
-            60,
-            "the worker to interrupt the running step",
-        )
+        _wait_interrupted(broker, key)
         _finish(process, tmp_path, "block_job")
     finally:
         process.kill()
@@ -136,25 +152,14 @@ def test_terminate_stops_a_running_step_even_when_its_run_worker_is_gone(
 ) -> None:
     start_worker("default", "w-orphan", env=env)
     key = f"report:{uuid.uuid4().hex}"
-    process = _launch(
-        env,
-        tmp_path,
-        "block_job",
-        {"blocker": {"config": {"report_key": key, "block_seconds": 300}}},
-    )
+    process = _blocking_run(env, tmp_path, broker, key)
     try:
-        wait_for(lambda: _reports(broker, key), 120, "the step to start on the worker")
         run = _only_run(instance)
+    finally:
         process.kill()  # the run worker dies: nothing is left to relay a terminate
         process.wait()
-        assert instance.run_launcher.terminate(run.run_id)
-        wait_for(
-            lambda: any(r.startswith("interrupted blocker") for r in _reports(broker, key)),
-            60,
-            "the worker to interrupt the orphaned step",
-        )
-    finally:
-        process.kill()
+    assert instance.run_launcher.terminate(run.run_id)
+    _wait_interrupted(broker, key)
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELING
     assert not any(r.startswith("finished") for r in _reports(broker, key))
 
