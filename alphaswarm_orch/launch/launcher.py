@@ -29,12 +29,14 @@ import socket
 from collections.abc import Mapping, Sequence
 from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext
+from pathlib import Path
 from typing import Any, Self
 
 import redis
 from dagster import DagsterRun, Field
 from dagster._core.errors import DagsterLaunchFailedError
 from dagster._core.launcher import LaunchRunContext, RunLauncher
+from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
 from alphaswarm_orch.execution import liveness
@@ -151,6 +153,37 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
             starter.join()
             starter.close()
 
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        """Run monitoring's question: is this STARTED run's worker process still there?
+
+        Without it a run whose worker died (OOM kill, the daemon's container replaced on a
+        rollout) would stay STARTED for ever. Only the daemon launches runs here (the run
+        queue), and monitoring runs in the daemon, so a worker recorded on another host
+        belonged to a previous daemon pod and went with it. A run without the tags was not
+        launched by this launcher (e.g. `dagster job execute`) and is not judged.
+        """
+        pid, host = run.tags.get(RUN_WORKER_PID_TAG), run.tags.get(RUN_WORKER_HOST_TAG)
+        if pid is None or host is None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "not launched by this launcher")
+        if host != socket.gethostname():
+            return CheckRunHealthResult(
+                WorkerStatus.UNKNOWN,
+                f"run worker {pid} ran on {host}, not on this daemon's host "
+                f"{socket.gethostname()}: it ended with the daemon that launched it",
+            )
+        if _run_worker_alive(int(pid)):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=pid)
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED,
+            f"run worker {pid} on {host} exited without finishing the run (killed, e.g. "
+            "out of memory?)",
+            run_worker_id=pid,
+        )
+
     def terminate(self, run_id: str) -> bool:
         """Mark the run CANCELING, ask its running steps to stop, and interrupt its worker if
         it runs on this host.
@@ -203,3 +236,13 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
             )
         finally:
             client.close()
+
+
+def _run_worker_alive(pid: int) -> bool:
+    """A live (not zombie) process that leads its own session, as run workers do: a pid
+    reused by an unrelated process is not taken for the run worker."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X") and os.getsid(pid) == pid
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
+from dagster._core.launcher.base import WorkerStatus
 
 from alphaswarm_orch.launch import ForkserverRunLauncher
 from alphaswarm_orch.launch.launcher import RUN_WORKER_HOST_TAG, RUN_WORKER_PID_TAG
 from tests.launch import jobs
-from tests.support.runs import wait_for
+from tests.launch.test_daemon import DAEMON
+from tests.support.processes import background, read_log
+from tests.support.runs import REPO, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +102,53 @@ def test_terminate_cancels_the_run_and_its_worker_exits(instance: dg.DagsterInst
     run = finished(instance, run_id, timeout=60)
     assert run.status == dg.DagsterRunStatus.CANCELED, messages(instance, run_id)
     assert not instance.run_launcher.terminate(run_id)
+
+
+def test_run_monitoring_fails_a_run_whose_worker_died(
+    orch_env: dict[str, str], instance: dg.DagsterInstance
+) -> None:
+    home = Path(orch_env["DAGSTER_HOME"]) / "dagster.yaml"
+    config = yaml.safe_load(home.read_text())
+    config["run_monitoring"]["poll_interval_seconds"] = 1  # 30 s in the repo's dagster.yaml
+    home.write_text(yaml.safe_dump(config))
+    run_id = launch(instance, jobs.launch_wait_job)
+    wait_for(
+        lambda: instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START),
+        120,
+        "the waiting step to start",
+    )
+    run = instance.get_run_by_id(run_id)
+    assert instance.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+    pid = int(run.tags[RUN_WORKER_PID_TAG])
+    os.kill(pid, signal.SIGKILL)  # what an OOM kill does
+    wait_for(lambda: not running(pid), 30, f"run worker {pid} to die")
+    with background([*DAEMON, "-m", "tests.launch.jobs"], orch_env, cwd=str(REPO)) as daemon:
+        try:
+            run = finished(instance, run_id)
+        except AssertionError:
+            print(read_log(daemon)[-4000:])
+            raise
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert f"run worker {pid} on {os.uname().nodename} exited without finishing" in messages(
+        instance, run_id
+    )
+
+
+@pytest.mark.parametrize(
+    ("tags", "status", "says"),
+    [
+        ({}, WorkerStatus.RUNNING, "not launched by this launcher"),
+        (
+            {RUN_WORKER_PID_TAG: "4242", RUN_WORKER_HOST_TAG: "daemon-old-pod"},
+            WorkerStatus.UNKNOWN,
+            "ran on daemon-old-pod, not on this daemon's host",
+        ),
+    ],
+)
+def test_a_worker_this_host_cannot_see_is_judged_by_its_tags(
+    instance: dg.DagsterInstance, tags: dict[str, str], status: WorkerStatus, says: str
+) -> None:
+    run = dg.DagsterRun(job_name="launch_wait_job", run_id="r" * 36, tags=tags)
+    result = instance.run_launcher.check_run_worker_health(run)
+    assert result.status == status
+    assert says in (result.msg or "")
