@@ -1,13 +1,16 @@
 """What the run loop and a running step tell each other through the result-backend Redis.
 
 A running step refreshes a heartbeat key; the run loop reads it to tell a step that is still
-working from one whose worker died. The run loop sets a cancel key when its run is
-terminated; the step's watcher thread sees it within a second and interrupts the step. A step
+working from one whose worker died. The run loop (and the launcher's terminate) sets a cancel
+key when its run is terminated; the step's watcher thread sees it within a second and
+interrupts the step. The watcher also reads the run's status now and then, so a step whose
+run ended without its run loop (run worker killed) does not run on for hours. A step
 the run loop gave up on is marked abandoned, so a late redelivery of it does not run again.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -27,6 +30,11 @@ LOST_GRACE_SECONDS = 3.0
 before it declares the worker lost. Worst case detection: TTL + grace + one sweep (~15 s)."""
 
 MARK_TTL_SECONDS = 24 * 60 * 60
+
+RUN_CHECK_SECONDS = 10.0
+"""How often a running step reads its run's status from the instance: a run that ended
+without its run loop (run worker killed, then failed by run monitoring or terminated) stops
+its steps too."""
 
 
 def heartbeat_key(task_id: str) -> str:
@@ -71,7 +79,7 @@ def interrupt_main_thread() -> None:
 
 
 class StepWatch:
-    """Beats for one running step and interrupts it once its run is cancelled."""
+    """Beats for one running step and interrupts it once its run is cancelled or has ended."""
 
     def __init__(
         self,
@@ -88,7 +96,12 @@ class StepWatch:
         self._on_cancel = on_cancel
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alphaswarm-step-watch", daemon=True)
+        self._run_ended: Callable[[], bool] | None = None
         self.cancelled = False
+
+    def watch_run(self, run_ended: Callable[[], bool]) -> None:
+        """Also interrupt the step once `run_ended()` (checked every RUN_CHECK_SECONDS)."""
+        self._run_ended = run_ended
 
     def __enter__(self) -> StepWatch:
         self._beat()
@@ -107,10 +120,28 @@ class StepWatch:
                 _ok, cancelled = pipe.execute()
         except redis.RedisError:
             return  # a missed beat is tolerated; TTL / interval beats in a row are not
-        if cancelled and not self._stopped.is_set():
+        if cancelled:
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        """Interrupt the step (again on every beat while asked: an op may swallow one)."""
+        if not self._stopped.is_set():
             self.cancelled = True
             self._on_cancel()
 
+    def _check_run(self) -> None:
+        try:
+            ended = self._run_ended is not None and self._run_ended()
+        except Exception:
+            return  # the instance is unreachable: the heartbeat and cancel key still work
+        if ended:
+            self._interrupt()
+
     def _run(self) -> None:
-        while not self._stopped.wait(HEARTBEAT_INTERVAL_SECONDS):
+        beats_per_check = max(1, round(RUN_CHECK_SECONDS / HEARTBEAT_INTERVAL_SECONDS))
+        for beat in itertools.count(1):
+            if self._stopped.wait(HEARTBEAT_INTERVAL_SECONDS):
+                return
             self._beat()
+            if beat % beats_per_check == 0:
+                self._check_run()

@@ -108,6 +108,11 @@ def _check_code_version(job: LoadedJob, run: dg.DagsterRun, where: str) -> None:
         )
 
 
+def _run_ended(instance: dg.DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is None or run.is_finished
+
+
 def _error(exc_info: Any) -> dict[str, Any]:
     return {"events": [], "error": serialize_value(serializable_error_info_from_exc_info(exc_info))}
 
@@ -132,6 +137,7 @@ def execute_step(
             if run is None:
                 raise StepRefused(f"run {args.run_id} is not in the Dagster instance")
             _check_code_version(job, run, f"worker {identity}")
+            watch.watch_run(lambda: _run_ended(instance, args.run_id))
             plan = create_execution_plan(
                 job.recon_job,
                 run.run_config,

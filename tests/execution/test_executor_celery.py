@@ -164,6 +164,23 @@ def test_terminate_stops_a_running_step_even_when_its_run_worker_is_gone(
     assert not any(r.startswith("finished") for r in _reports(broker, key))
 
 
+def test_a_step_whose_run_ended_without_its_run_loop_stops_within_the_run_check(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    start_worker("default", "w-ended", env=env)
+    key = f"report:{uuid.uuid4().hex}"
+    process = _blocking_run(env, tmp_path, broker, key)
+    try:
+        run = _only_run(instance)
+    finally:
+        process.kill()  # the run worker dies mid-step
+        process.wait()
+    # What run monitoring does once it finds the run worker gone (no cancel key is set).
+    instance.report_run_failed(run, "Run worker lost.")
+    _wait_interrupted(broker, key)
+    assert not any(r.startswith("finished") for r in _reports(broker, key))
+
+
 def _parent_pid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as fh:
         return int(fh.read().rsplit(")", 1)[1].split()[1])
