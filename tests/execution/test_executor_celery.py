@@ -147,27 +147,13 @@ def test_terminating_a_run_interrupts_its_running_step_and_the_run_ends_canceled
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
 
 
-def test_terminate_stops_a_running_step_even_when_its_run_worker_is_gone(
-    env, start_worker, instance, broker, tmp_path
+@pytest.mark.parametrize("ending", ["terminated", "failed by run monitoring"])
+def test_a_step_whose_run_worker_is_gone_stops_when_its_run_ends(
+    env, start_worker, instance, broker, tmp_path, ending
 ) -> None:
+    """Nothing is left to relay the end: `terminate` sets the cancel key; a run failed by
+    run monitoring is seen by the step's own run check (every 10 s)."""
     start_worker("default", "w-orphan", env=env)
-    key = f"report:{uuid.uuid4().hex}"
-    process = _blocking_run(env, tmp_path, broker, key)
-    try:
-        run = _only_run(instance)
-    finally:
-        process.kill()  # the run worker dies: nothing is left to relay a terminate
-        process.wait()
-    assert instance.run_launcher.terminate(run.run_id)
-    _wait_interrupted(broker, key)
-    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELING
-    assert not any(r.startswith("finished") for r in _reports(broker, key))
-
-
-def test_a_step_whose_run_ended_without_its_run_loop_stops_within_the_run_check(
-    env, start_worker, instance, broker, tmp_path
-) -> None:
-    start_worker("default", "w-ended", env=env)
     key = f"report:{uuid.uuid4().hex}"
     process = _blocking_run(env, tmp_path, broker, key)
     try:
@@ -175,8 +161,10 @@ def test_a_step_whose_run_ended_without_its_run_loop_stops_within_the_run_check(
     finally:
         process.kill()  # the run worker dies mid-step
         process.wait()
-    # What run monitoring does once it finds the run worker gone (no cancel key is set).
-    instance.report_run_failed(run, "Run worker lost.")
+    if ending == "terminated":
+        assert instance.run_launcher.terminate(run.run_id)
+    else:
+        instance.report_run_failed(run, "Run worker lost.")
     _wait_interrupted(broker, key)
     assert not any(r.startswith("finished") for r in _reports(broker, key))
 
