@@ -22,6 +22,7 @@ secrets, resources).
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import signal
@@ -34,7 +35,7 @@ from typing import Any, Self
 
 import redis
 from dagster import DagsterRun, Field
-from dagster._core.errors import DagsterLaunchFailedError
+from dagster._core.errors import DagsterInvariantViolationError, DagsterLaunchFailedError
 from dagster._core.launcher import LaunchRunContext, RunLauncher
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
@@ -70,6 +71,13 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
         start_timeout_seconds: float = DEFAULT_START_TIMEOUT_SECONDS,
         inst_data: ConfigurableClassData | None = None,
     ) -> None:
+        unknown = [name for name in preload_modules if not _importable(name)]
+        if unknown:
+            raise DagsterInvariantViolationError(
+                f"run_launcher preload_modules {unknown} cannot be found. The forkserver would "
+                "skip them silently and every run would import them itself after the fork: "
+                "fix run_launcher.config.preload_modules in dagster.yaml."
+            )
         self._preload_modules = tuple(preload_modules)
         self._start_timeout_seconds = start_timeout_seconds
         self._inst_data = inst_data
@@ -245,4 +253,11 @@ def _run_worker_alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         return state not in ("Z", "X") and os.getsid(pid) == pid
     except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
         return False
