@@ -430,7 +430,7 @@ def live(
             "ALPHASWARM_WORKER_INCLUDE": STUB_TASKS,
             "PROMETHEUS_MULTIPROC_DIR": str(root / "prometheus-multiproc"),
             "DAGSTER_HOME": str(home),
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         }
         try:
             worker = WorkerProcess.start(
@@ -454,6 +454,7 @@ def live(
                 60,
                 "the stub tasks to run",
             )
+            client.close()
             # Before the first scrape: the worker caches the ledger's state for 15 s.
             sync = subprocess.run(
                 [sys.executable, "-m", "alphaswarm_orch.cli", "ledger", "sync"],
