@@ -6,18 +6,36 @@ production path (ALPHASWARM_POSTGRES_URL set: dagster-postgres) and the embedded
 directory when DAGSTER_HOME is unset, so a Postgres-only file would break every env-less
 command run from the repo root. Workers rehydrate the same class from the instance ref and
 resolve it against their own environment, which follows the same contract.
+
+The embedded event log is one SQLite database (`ConsolidatedSqliteEventLogStorage`), not
+Dagster's default of one database per run: the ledger mirror reads events by global storage
+id, which only a single event table has. Stores created before this layout (a
+`history/runs/` directory of per-run shards) keep opening as they were, so nothing in them
+is hidden; the mirror then refuses with a message saying how to start a new store.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage, EventLogStorage
+from dagster._core.storage.runs import RunStorage, SqliteRunStorage
+from dagster._core.storage.schedules import ScheduleStorage, SqliteScheduleStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
 
 from alphaswarm_orch.settings import Settings, sqlalchemy_url
+
+PACKAGED_DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
+"""The repository's `dagster.yaml`, shipped in the package (a symlink in the source tree)."""
 
 
 class EnvironmentStorage(DagsterStorage, ConfigurableClass):
@@ -36,6 +54,102 @@ class EnvironmentStorage(DagsterStorage, ConfigurableClass):
             return DagsterPostgresStorage(
                 sqlalchemy_url(settings.postgres_url), inst_data=inst_data
             )
-        return DagsterSqliteStorage.from_local(
-            str(settings.dagster_home / "storage"), inst_data=inst_data
+        base_dir = embedded_storage_dir(settings)
+        if is_sharded_store(base_dir):
+            return DagsterSqliteStorage.from_local(str(base_dir), inst_data=inst_data)
+        return EmbeddedSqliteStorage(base_dir, inst_data=inst_data)
+
+
+def prepare_dagster_home(home: Path) -> str | None:
+    """Create the instance dir the CLI uses when DAGSTER_HOME is unset, with the project's
+    `dagster.yaml` (package data), unless one is there already. Written atomically: several
+    processes may start on a fresh storage dir at once.
+
+    Returns a note for the user when the dir holds runs of Dagster's own default layout
+    (made by `alphaswarm-orch run` before it wrote `dagster.yaml`), which the project's
+    instance does not list."""
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if target.exists():
+        return None
+    text = PACKAGED_DAGSTER_YAML.read_text()
+    with tempfile.NamedTemporaryFile("w", dir=home, suffix=".tmp", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, target)
+    if (home / "history" / "runs.db").exists():
+        return (
+            f"note: wrote the project's dagster.yaml to {home}; runs made before it are in "
+            f"{home / 'history'} (Dagster's default layout) and are no longer listed: the "
+            f"instance keeps runs and their event log in {home / 'storage'} now. Delete "
+            f"{home / 'history'} when you no longer need them."
         )
+    return None
+
+
+def embedded_storage_dir(settings: Settings) -> Path:
+    """Where the embedded instance keeps runs, events and schedules."""
+    return settings.dagster_home / "storage"
+
+
+def is_sharded_store(base_dir: Path) -> bool:
+    """A store made by the earlier layout: Dagster's per-run event log shards."""
+    return any((base_dir / "history" / "runs").glob("*.db"))
+
+
+class EmbeddedSqliteStorage(DagsterStorage):
+    """Dagster's SQLite run and schedule storage with one consolidated event log, whose
+    storage ids are global (what the ledger mirror reads by).
+
+    Files: `history/runs.db`, `history/event_log.db`, `schedules/schedules.db`. Several
+    processes open a fresh store at once (`alphaswarm-orch dev` starts the webserver and the
+    daemon together); creating the databases happens under a file lock, since the
+    consolidated event log's own first-open check is not safe against a concurrent creator.
+    """
+
+    def __init__(self, base_dir: Path, inst_data: ConfigurableClassData | None = None) -> None:
+        self.base_dir = base_dir
+        history = base_dir / "history"
+        with _creation_lock(base_dir):
+            self._run_storage = SqliteRunStorage.from_local(str(history))
+            self._event_log_storage = ConsolidatedSqliteEventLogStorage(str(history))
+            self._schedule_storage = SqliteScheduleStorage.from_local(str(base_dir / "schedules"))
+        self._inst_data = inst_data
+        super().__init__()
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    def register_instance(self, instance: Any) -> None:
+        super().register_instance(instance)
+        for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
+            if not storage.has_instance:
+                storage.register_instance(instance)
+
+    @property
+    def event_log_storage(self) -> EventLogStorage:
+        return self._event_log_storage
+
+    @property
+    def run_storage(self) -> RunStorage:
+        return self._run_storage
+
+    @property
+    def schedule_storage(self) -> ScheduleStorage:
+        return self._schedule_storage
+
+    def dispose(self) -> None:
+        self._event_log_storage.dispose()
+        self._run_storage.dispose()
+        self._schedule_storage.dispose()
+
+
+@contextmanager
+def _creation_lock(base_dir: Path) -> Iterator[None]:
+    base_dir.mkdir(parents=True, exist_ok=True)
+    with open(base_dir / ".create.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

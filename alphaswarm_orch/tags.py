@@ -6,6 +6,8 @@ WORKLOAD_TAG = "alphaswarm/workload"
 ACTOR_TAG = "alphaswarm/actor"
 REQUEST_ID_TAG = "alphaswarm/request_id"
 SESSION_ID_TAG = "alphaswarm/session_id"
+CLI_INVOCATION_TAG = "alphaswarm/cli_invocation"
+"""Set by `alphaswarm-orch run` to find the run it started."""
 
 WORKLOAD_KINDS = ("ingestion", "workflow", "paper", "hft", "terraform", "other")
 

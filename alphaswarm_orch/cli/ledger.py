@@ -14,6 +14,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from alphaswarm_orch.cli.errors import user_errors
+from alphaswarm_orch.instance import prepare_dagster_home
 from alphaswarm_orch.ledger.db import LedgerUnavailable, ledger_engine, ledger_errors
 from alphaswarm_orch.ledger.mirror import (
     DEFAULT_BATCH_SIZE,
@@ -54,7 +55,8 @@ def sync_command(batch_size: int, follow: bool, interval: float, module: str) ->
     with user_errors():
         settings = Settings.from_env()
     if not os.environ.get("DAGSTER_HOME"):
-        settings.dagster_home.mkdir(parents=True, exist_ok=True)
+        if note := prepare_dagster_home(settings.dagster_home):
+            click.echo(note, err=True)
         os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     asset_graph = _definitions(module).resolve_asset_graph()
     with dg.DagsterInstance.get() as instance:
@@ -146,7 +148,9 @@ def tail_command(lines: int) -> None:
     settings = _settings()
     with _connection(settings) as conn:
         runs = conn.execute(
-            sa.select(workload_runs).order_by(workload_runs.c.status_event_id.desc()).limit(lines)
+            sa.select(workload_runs, _per_run(workload_run_steps), _per_run(workload_run_assets))
+            .order_by(workload_runs.c.status_event_id.desc())
+            .limit(lines)
         ).all()
         refusals = conn.execute(
             sa.select(ledger_refusals).order_by(ledger_refusals.c.id.desc()).limit(lines)
@@ -155,7 +159,8 @@ def tail_command(lines: int) -> None:
         note = run.refusal_reason or run.error or ""
         click.echo(
             f"{run.run_id}  {run.job_name:28} {run.workload_kind:10} {run.trigger:9} "
-            f"{run.status:9} {_text(run.ended_at or run.started_at)}  {note[:80]}"
+            f"{run.status:9} steps {run.steps:<3} assets {run.assets:<4} "
+            f"{_text(run.ended_at or run.started_at)}  {note[:80]}"
         )
     for refusal in reversed(refusals):
         where = " ".join(
@@ -172,6 +177,12 @@ def tail_command(lines: int) -> None:
             else ""
         )
     )
+
+
+def _per_run(table: sa.Table) -> sa.Label[int]:
+    """A run's row count in `table` (its steps or its assets), as a column of workload_runs."""
+    count = sa.select(sa.func.count()).where(table.c.run_id == workload_runs.c.run_id)
+    return count.scalar_subquery().label(table.name.removeprefix("workload_run_"))
 
 
 def _definitions(module: str) -> dg.Definitions:

@@ -167,7 +167,10 @@ class LedgerMirror:
             raise MirrorUnsupported(
                 "the Dagster instance's event log is sharded per run (Dagster's default SQLite "
                 "storage): it has no global storage ids to mirror workload_runs by. Point the "
-                "instance at Postgres (ALPHASWARM_POSTGRES_URL) to mirror runs into the ledger."
+                "instance at Postgres (ALPHASWARM_POSTGRES_URL) to mirror runs into the ledger"
+                " or, on the embedded default, start a new store: an embedded store created "
+                "before the consolidated event log keeps the per-run layout; move "
+                f"{settings.dagster_home} aside and the next command creates one that does."
             )
         self.settings = settings
         self.instance = instance
