@@ -3,6 +3,7 @@
 import click
 
 from alphaswarm_orch.cli.daemon import daemon_command
+from alphaswarm_orch.cli.dev import dev_command
 from alphaswarm_orch.cli.health import health_command
 from alphaswarm_orch.cli.kill_switch import kill_switch_group
 from alphaswarm_orch.cli.ledger import ledger_group
@@ -23,3 +24,4 @@ main.add_command(submit_group)
 main.add_command(kill_switch_group)
 main.add_command(ledger_group)
 main.add_command(daemon_command)
+main.add_command(dev_command)
