@@ -122,3 +122,42 @@ def test_home_with_dagster_default_layout_gets_a_note(tmp_path: Path) -> None:
     assert note is not None and str(home / "history") in note
     assert (home / "dagster.yaml").read_text() == (REPO / "dagster.yaml").read_text()
     assert prepare_dagster_home(home) is None  # once
+
+
+@pytest.mark.integration
+def test_run_log_level_debug_shows_every_event_and_the_summary_still_ends_it(
+    tmp_path: Path,
+) -> None:
+    env = _embedded_env(tmp_path)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        ["alphaswarm-orch", "run", "smoke_route_job", "--log-level", "debug"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert output.count("STEP_SUCCESS") == 3, output[-4000:]
+    summary = output[output.index("\nrun ") :]
+    assert "smoke_route_job  SUCCESS" in summary
+    assert "no assets materialized" in summary
+    assert "trigger=cli status=success steps=3 assets=0" in summary
+
+
+def test_run_of_an_unknown_job_fails_without_a_summary(tmp_path: Path) -> None:
+    env = _embedded_env(tmp_path)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        ["alphaswarm-orch", "run", "no_such_job"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "no_such_job" in result.stderr
+    assert "look further" not in result.stdout
