@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -28,7 +29,7 @@ from alphaswarm_orch.launch.launcher import RUN_WORKER_PID_TAG
 from alphaswarm_orch.tags import REQUEST_ID_TAG
 from tests.support import services
 from tests.support.processes import free_port, read_log
-from tests.support.runs import wait_for
+from tests.support.runs import step_workers, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.dev_stack]
 
@@ -98,17 +99,7 @@ def test_dev_runs_the_stack_the_ui_shows_it_and_sigterm_stops_everything(tmp_pat
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "dev.log"
-    with open(log, "wb") as out:
-        dev = subprocess.Popen(
-            ["alphaswarm-orch", "dev", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    dev.log = str(log)  # type: ignore[attr-defined]
+    dev = start_dev(env, tmp_path, port)
     session = f"dev-{uuid.uuid4().hex[:8]}"
     try:
         wait_for(lambda: _up(f"{base}/server_info"), 180, "the UI")
@@ -182,16 +173,66 @@ def test_dev_runs_the_stack_the_ui_shows_it_and_sigterm_stops_everything(tmp_pat
         print(read_log(dev)[-6000:])
         _kill_all(f"ALPHASWARM_STORAGE_DIR={storage}")
         raise
+    stop_and_check(dev, f"ALPHASWARM_STORAGE_DIR={storage}")
+
+
+def test_dev_on_redis_and_postgres_runs_steps_on_its_celery_workers(
+    orch_env: dict[str, str], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    env = {**orch_env}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    marker = f"ALPHASWARM_STORAGE_DIR={env['ALPHASWARM_STORAGE_DIR']}"
+    port = free_port()
+    dev = start_dev(env, tmp_path, port)
+    try:
+        wait_for(lambda: _up(f"http://127.0.0.1:{port}/server_info"), 180, "the UI")
+        wait_for(lambda: read_log(dev).count(" ready.") >= 2, 180, "both Celery workers")
+        assert "not running" not in read_log(dev)
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        run_id = client.submit_job_execution("smoke_route_job")
+        status = wait_for(
+            lambda: (s := client.get_run_status(run_id)) in TERMINAL and s,
+            300,
+            "the run to finish",
+            interval=1,
+        )
+        assert status == dg.DagsterRunStatus.SUCCESS
+        assert set(step_workers(instance, run_id).values()) == {
+            f"dev-default@{socket.gethostname()}"
+        }
+        workers = [cmd for cmd in processes_with(marker).values() if " worker --queues " in cmd]
+        assert any("--queues hft" in cmd for cmd in workers), workers
+    except BaseException:
+        print(read_log(dev)[-6000:])
+        _kill_all(marker)
+        raise
+    stop_and_check(dev, marker)
+
+
+def start_dev(env: dict[str, str], cwd: Path, port: int) -> subprocess.Popen:
+    """`alphaswarm-orch dev` in a session of its own, its output in a log file."""
+    log = cwd / "dev.log"
+    with open(log, "wb") as out:
+        dev = subprocess.Popen(
+            ["alphaswarm-orch", "dev", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    dev.log = str(log)  # type: ignore[attr-defined]
+    return dev
+
+
+def stop_and_check(dev: subprocess.Popen, marker: str) -> None:
+    """SIGTERM to `dev` alone: it exits 0 and no process with `marker` remains."""
     dev.send_signal(signal.SIGTERM)
     try:
         assert dev.wait(90) == 0
-        wait_for(
-            lambda: not processes_with(f"ALPHASWARM_STORAGE_DIR={storage}"),
-            30,
-            "every process dev started to exit",
-        )
+        wait_for(lambda: not processes_with(marker), 30, "every process dev started to exit")
     finally:
-        _kill_all(f"ALPHASWARM_STORAGE_DIR={storage}")
+        _kill_all(marker)
         print(read_log(dev)[-3000:])
 
 
