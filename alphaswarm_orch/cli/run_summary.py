@@ -119,7 +119,11 @@ def _mirror(
     """Mirror the event log into the ledger now (the daemon's sensor would, later) and
     describe the run's row."""
     try:
-        mirror = LedgerMirror(settings, instance, asset_graph=asset_graph.result())
+        graph = asset_graph.result()
+    except Exception as exc:
+        return f"ledger: not updated: the code location did not load ({exc})"
+    try:
+        mirror = LedgerMirror(settings, instance, asset_graph=graph)
         mirror.sync(max_seconds=MIRROR_BUDGET_SECONDS)
         with ledger_errors(settings.ledger_url), ledger_engine(settings).connect() as conn:
             row = conn.execute(
@@ -140,7 +144,7 @@ def _mirror(
     return (
         f"ledger: {where}: workload_runs {row.run_id}  job={row.job_name} "
         f"workload={row.workload_kind} trigger={row.trigger} status={row.status} "
-        f"steps={steps} assets={assets}"
+        f"steps={steps} assets={assets}" + (f"\n  error: {row.error}" if row.error else "")
     )
 
 
