@@ -9,7 +9,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alphaswarm_orch.control.keys import dead_letter_stream, request_stream
+from alphaswarm_orch.control.keys import dead_letter_stream, request_ids, request_stream
 from alphaswarm_orch.requests import (
     PaperStart,
     append_request,
@@ -133,12 +133,15 @@ payloads = st.lists(
 def test_generated_payloads_never_crash_nor_lose_a_valid_request(
     redis_client: redis.Redis, payloads: list[str | bytes], page: int
 ) -> None:
-    redis_client.delete(request_stream("paper"), dead_letter_stream("paper"))
+    redis_client.delete(request_stream("paper"), dead_letter_stream("paper"), request_ids("paper"))
     ids = [redis_client.xadd(request_stream("paper"), {"payload": p}).decode() for p in payloads]
     expected_valid: dict[str, str] = {}
+    first_content: dict[str, object] = {}  # a request id reused for other content is refused
     for entry_id, payload in zip(ids, payloads, strict=True):
         with contextlib.suppress(ValueError):
-            expected_valid[entry_id] = parse_request("paper", payload).request_id
+            request = parse_request("paper", payload)
+            if first_content.setdefault(request.request_id, request) == request:
+                expected_valid[entry_id] = request.request_id
 
     cursor, got = None, {}
     for _ in range(len(payloads) + 1):

@@ -11,7 +11,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.keys import dead_letter_stream, request_stream
+from alphaswarm_orch.control.keys import dead_letter_stream, request_ids, request_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.definitions import build_definitions
 from alphaswarm_orch.defs.terraform.sensors import terraform_request_sensor
@@ -37,7 +37,7 @@ def sensor_env(
     monkeypatch.setenv("ALPHASWARM_TERRAFORM_ROOT", str(tf_root))
     monkeypatch.setenv("ALPHASWARM_TERRAFORM_WORKSPACES", ",".join(ALLOWED))
     client = redis.Redis.from_url(redis_urls[0])
-    streams = (request_stream("terraform"), dead_letter_stream("terraform"))
+    streams = [f("terraform") for f in (request_stream, dead_letter_stream, request_ids)]
     client.delete(*streams)
     yield client
     client.delete(*streams)
@@ -96,10 +96,13 @@ def test_requests_become_runs_and_bad_ones_are_dead_lettered(
         fields[b"source_id"].decode(): fields[b"reason"].decode()
         for _id, fields in client.xrange(dead_letter_stream("terraform"))
     }
-    assert len(dead) == 2
+    assert len(dead) == 3
     reasons = sorted(dead.values())
     assert reasons[0].startswith("an apply takes no variables")
-    assert reasons[1].startswith("workspace 'prod' is not allow-listed")
+    # The same request id with other variables is refused, not silently dropped.
+    assert reasons[1].startswith("request id 'r-plan' was already used by entry")
+    assert "different content" in reasons[1]
+    assert reasons[2].startswith("workspace 'prod' is not allow-listed")
 
     again = _evaluate(result.cursor)
     assert isinstance(again, dg.SensorResult) and again.run_requests == []
