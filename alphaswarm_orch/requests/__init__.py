@@ -36,6 +36,8 @@ from alphaswarm_orch.requests.models import (
     TerraformRequest,
 )
 from alphaswarm_orch.requests.reader import (
+    DEAD_LETTER_MAXLEN,
+    DEAD_LETTER_PAYLOAD_BYTES,
     MAX_REQUEST_BYTES,
     DeadLetter,
     InvalidRequest,
@@ -47,6 +49,8 @@ from alphaswarm_orch.requests.reader import (
 )
 
 __all__ = [
+    "DEAD_LETTER_MAXLEN",
+    "DEAD_LETTER_PAYLOAD_BYTES",
     "MAX_REQUEST_BYTES",
     "SCHEMA_VERSIONS",
     "DeadLetter",

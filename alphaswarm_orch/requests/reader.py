@@ -38,6 +38,9 @@ DEAD_LETTER_PAYLOAD_BYTES = 4 * 1024
 REASON_MAX_LENGTH = 1_000
 """Longest dead-letter reason; reasons are sanitised (`text.sanitize`) before stored or logged."""
 
+REPEAT_SCAN_ENTRIES = 1_000
+"""How far past a source id `dead_letter` looks for an earlier letter of the same entry."""
+
 REDACTED = "[redacted]"
 """What a terraform request's variable values read as in a dead letter."""
 
@@ -236,7 +239,8 @@ def dead_letter(
 
     A repeat (the same source entry read again) is a no-op. If the dead-letter stream already
     holds a later id (another writer appended to it), the letter gets a new id and keeps
-    `source_id`: a dead letter may then repeat on a re-read, but is never lost.
+    `source_id`; a re-read finds it among the next `REPEAT_SCAN_ENTRIES` letters. A dead
+    letter is never lost; it may repeat only if that many letters were written in between.
     """
     letter = DeadLetter(
         stream_id, sanitize(reason, REASON_MAX_LENGTH), _kept_payload(family, fields)
@@ -257,8 +261,10 @@ def dead_letter(
     except redis.ResponseError as exc:
         if "equal or smaller" not in str(exc):
             raise
-        existing = client.xrange(stream, min=stream_id, max=stream_id)
-        if not (existing and _text(existing[0][1].get(b"source_id", b"")) == stream_id):
+        # Already dead-lettered (a re-read), under its own id or a later one? Letters are
+        # appended in time order, so it can only be at or after the source id.
+        later = client.xrange(stream, min=stream_id, max="+", count=REPEAT_SCAN_ENTRIES)
+        if not any(_text(f.get(b"source_id", b"")) == stream_id for _id, f in later):
             client.xadd(stream, entry, **trim)
     return letter
 

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from alphaswarm_orch.control.keys import dead_letter_stream, request_ids, request_stream
 from alphaswarm_orch.requests import (
+    DEAD_LETTER_MAXLEN,
+    DEAD_LETTER_PAYLOAD_BYTES,
     PaperStart,
     append_request,
     parse_request,
@@ -156,3 +158,26 @@ def test_generated_payloads_never_crash_nor_lose_a_valid_request(
     letters = {d["source_id"]: d for d in dead_letters(redis_client)}
     assert set(letters) == set(ids) - set(expected_valid)
     assert all(d["reason"] for d in letters.values())
+
+
+def test_dead_letters_keep_a_bounded_payload_prefix_and_the_stream_is_trimmed(
+    redis_client: redis.Redis,
+) -> None:
+    dead = dead_letter_stream("paper")
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(DEAD_LETTER_MAXLEN + 2_000):
+        pipe.xadd(dead, {"reason": "old", "source_id": f"0-{i + 1}"}, id=f"0-{i + 1}")
+    pipe.execute()
+    huge = redis_client.xadd(request_stream("paper"), {"payload": "é" * 600_000}).decode()
+
+    batch = read_requests(redis_client, "paper", None)
+
+    assert batch.cursor == huge
+    [letter] = [d for d in dead_letters(redis_client) if d["source_id"] == huge]
+    assert "payload is 1200000 bytes; the limit is 65536 bytes" in letter["reason"]
+    assert letter["payload_bytes"] == "1200000"
+    kept, marker = letter["payload"].split("...[cut: ")
+    assert len(kept.encode()) <= DEAD_LETTER_PAYLOAD_BYTES and set(kept) == {"é"}
+    assert marker == "1200000 bytes in all]"
+    # MAXLEN ~: Redis trims whole nodes of up to 100 entries, so about the limit is kept.
+    assert DEAD_LETTER_MAXLEN <= redis_client.xlen(dead) <= DEAD_LETTER_MAXLEN + 100

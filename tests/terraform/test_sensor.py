@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,3 +154,69 @@ def test_sensor_skips_until_workspaces_are_allow_listed(
     assert isinstance(skipped, dg.SkipReason)
     assert "set ALPHASWARM_TERRAFORM_WORKSPACES" in (skipped.skip_message or "")
     assert sensor_env.xlen(dead_letter_stream("terraform")) == 0
+
+
+SECRET = "hunter2-s3cret"
+
+
+def _raw(request_id: str, tail: str = "") -> str:
+    """A plan request's JSON as written by hand, `tail` spliced in before the closing brace."""
+    head = json.dumps(
+        {
+            "schema_version": 1,
+            "type": "terraform.action",
+            "request_id": request_id,
+            "actor": "ops-bot",
+            "workspace": "basic",
+            "action": "plan",
+        }
+    )
+    return head[:-1] + tail + "}"
+
+
+def test_unlaunchable_requests_are_dead_lettered_and_dead_letters_keep_no_variable_values(
+    sensor_env: redis.Redis,
+) -> None:
+    client = sensor_env
+    stream = request_stream("terraform")
+    entries = {
+        "null": _raw("r-null", ', "variables": {"name": null}'),
+        "nul": _raw("r-nul", ', "variables": {"name": "a\\u0000b"}'),
+        "dup": _raw("r-dup", f', "variables": {{"password": "{SECRET}"}}, "variables": {{}}'),
+        "broken": _raw("r-broken", f', "variables": {{"password": "{SECRET}"')[:-1],
+    }
+    ids = {k: client.xadd(stream, {"payload": v}).decode() for k, v in entries.items()}
+    ids["prod"] = append_request(
+        client, _request("r-prod", "plan", workspace="prod", variables={"password": SECRET})
+    )
+    last = append_request(client, _request("r-ok", "plan", variables={"name": "svc"}))
+
+    result = _evaluate()
+
+    assert isinstance(result, dg.SensorResult) and result.cursor == last
+    assert [r.run_key for r in result.run_requests] == ["r-ok"]
+    defs = build_definitions(Settings.from_env())
+    for request in result.run_requests:  # every RunRequest is a run Dagster can create
+        dg.DagsterInstance.ephemeral().create_run_for_job(
+            job_def=defs.resolve_job_def(request.job_name),
+            run_config=request.run_config,
+            tags=request.tags,
+        )
+    letters = {
+        fields[b"source_id"].decode(): {k.decode(): v.decode() for k, v in fields.items()}
+        for _id, fields in client.xrange(dead_letter_stream("terraform"))
+    }
+    assert set(letters) == set(ids.values())
+    reasons = {k: letters[v]["reason"] for k, v in ids.items()}
+    assert "variables: name: null is not a value a request can pass" in reasons["null"]
+    assert "variables: name: character \\x00 (control character)" in reasons["nul"]
+    assert "repeats the key 'variables'" in reasons["dup"]
+    assert "not valid JSON" in reasons["broken"]
+    assert "not allow-listed" in reasons["prod"]
+    for letter in letters.values():
+        assert SECRET not in letter["payload"]
+    assert json.loads(letters[ids["prod"]]["payload"])["variables"] == {"password": "[redacted]"}
+    assert (
+        '"variables": {"password": "[redacted]"}, "variables": {}' in letters[ids["dup"]]["payload"]
+    )
+    assert letters[ids["broken"]]["payload"].startswith("(payload withheld: ")
