@@ -27,8 +27,8 @@ from alphaswarm_orch.text import TAG_MAX_LENGTH, unsafe_reason
 SCHEMA_VERSIONS: tuple[int, ...] = (1,)
 """Schema versions this code location accepts."""
 
-ACTOR_MAX_LENGTH = 128
-"""Longest actor (a run tag, and a ledger column of `TAG_MAX_LENGTH`)."""
+ACTOR_MAX_LENGTH = min(128, TAG_MAX_LENGTH)
+"""Longest actor: a run tag, and a ledger column of `TAG_MAX_LENGTH` characters."""
 
 REASON_MAX_LENGTH = 500
 """Longest stop reason (stored on the session's stop key and logged)."""
@@ -54,7 +54,6 @@ Symbol = Text(pattern=r"^[A-Z0-9][A-Z0-9._/-]{0,31}$")
 Workspace = Text(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VariableName = Text(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 Actor = Text(min_length=1, max_length=ACTOR_MAX_LENGTH)
-assert ACTOR_MAX_LENGTH <= TAG_MAX_LENGTH, "an actor must fit the ledger's actor column"
 
 
 class RequestBase(BaseModel):
@@ -120,7 +119,10 @@ class TerraformRequest(RequestBase):
     @classmethod
     def _variable_values_are_safe(cls, variables: dict[str, Any]) -> dict[str, Any]:
         for name, value in variables.items():
-            problem = _value_problem(value, name)
+            if value is None:  # Dagster refuses a null map member when it creates the run
+                problem = f"{name}: null is not a value a request can pass; omit the variable"
+            else:
+                problem = _value_problem(value, name)
             if problem is not None:
                 raise PydanticCustomError("unsafe_variable", "{problem}", {"problem": problem})
         return variables
@@ -135,13 +137,8 @@ class TerraformRequest(RequestBase):
 
 
 def _value_problem(value: Any, path: str) -> str | None:
-    """Why a variable's value cannot be carried to terraform through a run config, or None.
-
-    Run config cannot hold null (Dagster refuses a null map member when the run is created),
-    and every string in it (map keys included) passes the same text check as request fields.
-    """
-    if value is None:
-        return f"{path}: null is not a value a request can pass; omit the variable instead"
+    """Why a variable's value may not enter, or None: every string in it (map keys included)
+    passes the same text check as request fields."""
     if isinstance(value, str):
         reason = unsafe_reason(value)
         return None if reason is None else f"{path}: {reason}"

@@ -263,10 +263,19 @@ def dead_letter(
             raise
         # Already dead-lettered (a re-read), under its own id or a later one? Letters are
         # appended in time order, so it can only be at or after the source id.
-        later = client.xrange(stream, min=stream_id, max="+", count=REPEAT_SCAN_ENTRIES)
-        if not any(_text(f.get(b"source_id", b"")) == stream_id for _id, f in later):
+        if not (
+            _has_letter(client.xrange(stream, min=stream_id, max=stream_id), stream_id)
+            or _has_letter(
+                client.xrange(stream, min=stream_id, max="+", count=REPEAT_SCAN_ENTRIES),
+                stream_id,
+            )
+        ):
             client.xadd(stream, entry, **trim)
     return letter
+
+
+def _has_letter(entries: list[Any], source_id: str) -> bool:
+    return any(_text(fields.get(b"source_id", b"")) == source_id for _id, fields in entries)
 
 
 def _kept_payload(family: str, fields: Mapping[str, Any]) -> str:
