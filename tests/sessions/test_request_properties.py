@@ -27,6 +27,7 @@ from alphaswarm_orch.defs.terraform.jobs import (
 )
 from alphaswarm_orch.defs.terraform.sensors import terraform_request_sensor, terraform_run_request
 from alphaswarm_orch.requests import (
+    DEAD_LETTER_PAYLOAD_BYTES,
     InvalidRequest,
     SessionStart,
     SessionStop,
@@ -47,6 +48,7 @@ HOSTILE = [
     "zero\u200bwidth",
     "a" * 129,
     "a" * 300,
+    "x" * 70_000,  # the payload is then over the 64 KiB limit
     "",
     "Zoë ☃",
 ]
@@ -118,7 +120,9 @@ def assert_resolved(
     content: dict[str, object] = {}
     for entry_id, payload in entries:
         if entry_id in letters:
-            assert letters[entry_id]["reason"].strip(), entry_id
+            letter = letters[entry_id]
+            assert letter["reason"].strip() and unsafe_reason(letter["reason"]) is None, letter
+            assert len(letter["payload"].encode()) <= DEAD_LETTER_PAYLOAD_BYTES + 64, entry_id
             continue
         try:
             request = parse_request(family, payload)
