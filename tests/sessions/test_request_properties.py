@@ -9,6 +9,7 @@ or a dead letter with a reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 
@@ -19,12 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from alphaswarm_orch.control.keys import dead_letter_stream, request_stream, session_stop_key
-from alphaswarm_orch.defs.paper import paper_request_sensor, paper_session_job
-from alphaswarm_orch.defs.terraform.jobs import (
-    terraform_apply_job,
-    terraform_destroy_job,
-    terraform_plan_job,
-)
+from alphaswarm_orch.definitions import build_definitions
+from alphaswarm_orch.defs.paper import paper_request_sensor
 from alphaswarm_orch.defs.terraform.sensors import terraform_request_sensor, terraform_run_request
 from alphaswarm_orch.requests import (
     DEAD_LETTER_PAYLOAD_BYTES,
@@ -34,8 +31,10 @@ from alphaswarm_orch.requests import (
     TerraformRequest,
     parse_request,
 )
+from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import ACTOR_TAG, REQUEST_ID_TAG, SESSION_ID_TAG
 from alphaswarm_orch.text import TAG_MAX_LENGTH, unsafe_reason
+from tests.support.runs import REPO
 
 HOSTILE = [
     "ops\x00team",
@@ -60,15 +59,23 @@ json_values = st.recursive(
 )
 
 
+@functools.cache
+def definitions() -> dg.Definitions:
+    """The code location as the daemon loads it (jobs with their resources bound)."""
+    return build_definitions(Settings.from_env())
+
+
 def evaluate(
     sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None
 ) -> tuple[list[dg.RunRequest], str | None]:
-    result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor))
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions())
+    result = sensor.evaluate_tick(context)
     return list(result.run_requests or []), result.cursor
 
 
-def launch(instance: dg.DagsterInstance, job: dg.JobDefinition, request: dg.RunRequest) -> None:
+def launch(instance: dg.DagsterInstance, job_name: str, request: dg.RunRequest) -> None:
     """What the daemon does with a RunRequest; if this raises, the request was lost."""
+    job = definitions().resolve_job_def(job_name)
     tags = {**request.tags, "dagster/run_key": request.run_key or ""}
     instance.create_run_for_job(job_def=job, run_config=request.run_config, tags=tags)
 
@@ -197,7 +204,7 @@ def test_every_paper_request_becomes_a_run_with_its_tags_or_a_dead_letter(
 
     requests, cursor = evaluate(paper_request_sensor, instance, before)
     for request in requests:
-        launch(instance, paper_session_job, request)
+        launch(instance, "paper_session_job", request)
 
     entries = stream_entries(redis_client, "paper", before)
     assert cursor == entries[-1][0], "the cursor must pass exactly the entries it resolved"
@@ -226,9 +233,6 @@ def test_every_paper_request_becomes_a_run_with_its_tags_or_a_dead_letter(
         redis_client.delete(session_stop_key(f"{tag}-s{session}"))
 
 
-TERRAFORM_JOBS = {
-    job.name: job for job in (terraform_plan_job, terraform_apply_job, terraform_destroy_job)
-}
 variable_names = st.one_of(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), hostile_text)
 terraform_specs = st.one_of(
     st.tuples(
@@ -278,6 +282,9 @@ def test_every_terraform_request_becomes_a_run_or_a_dead_letter_without_its_vari
     specs: list[tuple],
 ) -> None:
     monkeypatch.setenv("ALPHASWARM_TERRAFORM_WORKSPACES", "basic")
+    monkeypatch.setenv(
+        "ALPHASWARM_TERRAFORM_ROOT", str(REPO / "tests" / "terraform" / "workspaces")
+    )
     tag = uuid.uuid4().hex[:8]
     before = last_id(redis_client, "terraform")
     for spec in specs:
@@ -285,7 +292,7 @@ def test_every_terraform_request_becomes_a_run_or_a_dead_letter_without_its_vari
 
     requests, cursor = evaluate(terraform_request_sensor, instance, before)
     for request in requests:
-        launch(instance, TERRAFORM_JOBS[request.job_name], request)
+        launch(instance, request.job_name, request)
 
     entries = stream_entries(redis_client, "terraform", before)
     assert cursor == entries[-1][0], "the cursor must pass exactly the entries it resolved"

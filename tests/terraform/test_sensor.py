@@ -220,3 +220,31 @@ def test_unlaunchable_requests_are_dead_lettered_and_dead_letters_keep_no_variab
         '"variables": {"password": "[redacted]"}, "variables": {}' in letters[ids["dup"]]["payload"]
     )
     assert letters[ids["broken"]]["payload"].startswith("(payload withheld: ")
+
+
+def test_requests_wait_while_the_code_location_has_no_terraform_root(
+    sensor_env: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run creation resolves the terraform resource (its root from the environment) in the
+    code location: without it every run would fail to be created, so requests wait."""
+    monkeypatch.delenv("ALPHASWARM_TERRAFORM_ROOT")
+    append_request(sensor_env, _request("r-1", "plan"))
+    skipped = _evaluate()
+    assert isinstance(skipped, dg.SkipReason)
+    assert "ALPHASWARM_TERRAFORM_ROOT is not set for the code location" in (
+        skipped.skip_message or ""
+    )
+    assert sensor_env.xlen(dead_letter_stream("terraform")) == 0
+
+    monkeypatch.setenv("ALPHASWARM_TERRAFORM_ROOT", "/srv/terraform")
+    defs = build_definitions(Settings.from_env())
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs)
+    result = terraform_request_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    [request] = result.run_requests
+    # The run the daemon creates from it, on the job as the code location binds it.
+    dg.DagsterInstance.ephemeral().create_run_for_job(
+        job_def=defs.resolve_job_def(request.job_name),
+        run_config=request.run_config,
+        tags=request.tags,
+    )
