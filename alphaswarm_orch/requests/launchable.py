@@ -19,6 +19,15 @@ from alphaswarm_orch.text import TAG_MAX_LENGTH, sanitize, unsafe_reason
 REASON_DETAIL_LENGTH = 500
 
 
+def launched_job(context: dg.SensorEvaluationContext, job: dg.JobDefinition) -> dg.JobDefinition:
+    """`job` as the code location launches it (resources bound, so their config, environment
+    variables included, is checked as run creation checks it), when the sensor knows it."""
+    repository = context.repository_def
+    if repository is not None and repository.has_job(job.name):
+        return repository.get_job(job.name)
+    return job
+
+
 def run_request_problem(job: dg.JobDefinition, run_request: dg.RunRequest) -> str | None:
     """Why Dagster could not create `run_request`'s run of `job` (a dead-letter reason), or None."""
     for name, value in {**run_request.tags, "run_key": run_request.run_key or ""}.items():

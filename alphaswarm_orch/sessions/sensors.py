@@ -19,7 +19,7 @@ import redis
 from alphaswarm_orch.control.keys import request_stream, session_registry, session_stop_key
 from alphaswarm_orch.requests import Request, SessionStart, SessionStop, read_requests
 from alphaswarm_orch.requests.hold import REQUEST_SENSOR_INTERVAL_SECONDS, kill_switch_hold
-from alphaswarm_orch.requests.launchable import log_batch, run_request_problem
+from alphaswarm_orch.requests.launchable import launched_job, log_batch, run_request_problem
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import REQUEST_ID_TAG, WORKLOAD_TAG, workload_tags
 
@@ -111,6 +111,7 @@ def _evaluate(
         return dg.SkipReason(held)
 
     registry = SessionRegistry(client, family)
+    job = launched_job(context, job)
 
     def check(request: Request) -> str | None:
         if isinstance(request, SessionStart):

@@ -9,6 +9,8 @@ wait on the stream.
 """
 
 import os
+from collections.abc import Callable
+from functools import partial
 
 import dagster as dg
 import redis
@@ -20,10 +22,10 @@ from alphaswarm_orch.defs.terraform.jobs import (
     terraform_destroy_job,
     terraform_plan_job,
 )
-from alphaswarm_orch.defs.terraform.resources import WORKSPACES_ENV
+from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
 from alphaswarm_orch.requests import Request, TerraformRequest, read_requests
 from alphaswarm_orch.requests.hold import REQUEST_SENSOR_INTERVAL_SECONDS, kill_switch_hold
-from alphaswarm_orch.requests.launchable import log_batch, run_request_problem
+from alphaswarm_orch.requests.launchable import launched_job, log_batch, run_request_problem
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import workload_tags
 from alphaswarm_orch.terraform import WorkspaceRefused, parse_workspace_list
@@ -54,8 +56,13 @@ def _job_and_run_request(request: TerraformRequest) -> tuple[dg.JobDefinition, d
     )
 
 
-def request_problem(request: Request, workspaces: tuple[str, ...]) -> str | None:
-    """Why `request` cannot run here (a dead-letter reason), or None."""
+def request_problem(
+    request: Request,
+    workspaces: tuple[str, ...],
+    jobs: Callable[[dg.JobDefinition], dg.JobDefinition] = lambda job: job,
+) -> str | None:
+    """Why `request` cannot run here (a dead-letter reason), or None; `jobs` maps a job to the
+    one run creation uses (`launchable.launched_job`)."""
     if not isinstance(request, TerraformRequest):
         return f"{request.type} is not a terraform request"
     try:
@@ -68,9 +75,10 @@ def request_problem(request: Request, workspaces: tuple[str, ...]) -> str | None
             "with the new variables and apply that plan id."
         )
     try:
-        return run_request_problem(*_job_and_run_request(request))
+        job, run_request = _job_and_run_request(request)
     except ValueError as exc:  # a tag value workload_tags refuses
         return str(exc)
+    return run_request_problem(jobs(job), run_request)
 
 
 @dg.sensor(
@@ -92,6 +100,12 @@ def terraform_request_sensor(
             f"no terraform workspace is allow-listed: set {WORKSPACES_ENV} for the code "
             "location (and the terraform workers) to accept terraform requests"
         )
+    if not os.environ.get(ROOT_ENV):
+        # Run creation resolves the terraform resource's config here: every run would fail.
+        return dg.SkipReason(
+            f"{ROOT_ENV} is not set for the code location: terraform runs cannot be created "
+            "(their resource reads it); requests wait on the stream"
+        )
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         held = kill_switch_hold(
@@ -100,7 +114,10 @@ def terraform_request_sensor(
         if held is not None:
             return dg.SkipReason(held)
         batch = read_requests(
-            client, FAMILY, context.cursor, check=lambda r: request_problem(r, workspaces)
+            client,
+            FAMILY,
+            context.cursor,
+            check=lambda r: request_problem(r, workspaces, partial(launched_job, context)),
         )
     finally:
         client.close()
