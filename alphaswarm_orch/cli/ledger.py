@@ -1,4 +1,4 @@
-"""`alphaswarm-orch ledger sync|show RUN_ID|tail`: the workload_runs audit ledger."""
+"""`alphaswarm-orch ledger sync|show RUN_ID|tail|quarantine`: the workload_runs audit ledger."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from alphaswarm_orch.ledger.mirror import (
     mirror_status,
 )
 from alphaswarm_orch.ledger.schema import (
+    ledger_quarantine,
     ledger_refusals,
     workload_run_assets,
     workload_run_steps,
@@ -78,6 +79,7 @@ def sync_command(batch_size: int, follow: bool, interval: float, module: str) ->
                 click.echo(
                     f"mirrored {sum(r.events for r in results)} events "
                     f"({sum(r.runs for r in results)} run rows) in {len(results)} batches; "
+                    f"{sum(r.quarantined for r in results)} quarantined; "
                     f"cursor {last.cursor}"
                 )
             if not follow:
@@ -142,7 +144,8 @@ def show_command(run_id: str) -> None:
 @ledger_group.command(name="tail")
 @click.option("-n", "--lines", type=click.IntRange(min=1), default=20, show_default=True)
 def tail_command(lines: int) -> None:
-    """The most recently changed runs, recent refusals and the mirror's state."""
+    """The most recently changed runs, recent refusals, quarantined events and the mirror's
+    state."""
     settings = _settings()
     with _connection(settings) as conn:
         runs = conn.execute(
@@ -151,6 +154,7 @@ def tail_command(lines: int) -> None:
         refusals = conn.execute(
             sa.select(ledger_refusals).order_by(ledger_refusals.c.id.desc()).limit(lines)
         ).all()
+        quarantined = _quarantined(conn, lines)
     for run in reversed(runs):
         note = run.refusal_reason or run.error or ""
         click.echo(
@@ -162,15 +166,45 @@ def tail_command(lines: int) -> None:
             f"{k}={v}" for k in ("queue", "run_id", "request_id") if (v := getattr(refusal, k))
         )
         click.echo(f"refused  {_text(refusal.at)}  {refusal.source}: {refusal.reason}  {where}")
+    for row in quarantined:
+        click.echo(_quarantine_line(row))
     status = mirror_status(settings)
     click.echo(
         f"mirror: cursor {status.cursor}, lag {status.lag_seconds:.1f}s, "
-        f"rows written {status.rows_written}, last sync {_text(status.synced_at)}"
+        f"rows written {status.rows_written}, {status.quarantined} quarantined, "
+        f"last sync {_text(status.synced_at)}"
         + (
             f", last error {_text(status.last_error_at)}: {status.last_error}"
             if status.last_error
             else ""
         )
+    )
+
+
+@ledger_group.command(name="quarantine")
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True)
+def quarantine_command(lines: int) -> None:
+    """Dagster events the mirror set aside because the ledger could not store them."""
+    settings = _settings()
+    with _connection(settings) as conn:
+        rows = _quarantined(conn, lines)
+        total = conn.execute(sa.select(sa.func.count()).select_from(ledger_quarantine)).scalar()
+    for row in rows:
+        click.echo(_quarantine_line(row))
+    click.echo(f"{total} quarantined events" + (f" (latest {len(rows)} shown)" if rows else ""))
+
+
+def _quarantined(conn: sa.Connection, lines: int) -> list[sa.Row[Any]]:
+    """The latest quarantined events, oldest first."""
+    q = ledger_quarantine
+    rows = conn.execute(sa.select(q).order_by(q.c.event_id.desc()).limit(lines)).all()
+    return list(reversed(rows))
+
+
+def _quarantine_line(row: sa.Row[Any]) -> str:
+    return (
+        f"quarantined {row.event_id}  run {row.run_id}  {row.event_type}  "
+        f"{_text(row.at)}: {row.reason}"
     )
 
 

@@ -9,6 +9,14 @@ How it stays exact:
   content does not depend on the order or the batching in which events arrived.
 - The new high-water mark is written in the same transaction as the rows: a crash either
   keeps both or neither.
+
+How one bad event cannot stop it:
+- Text is made storable before it is written (`schema.fit`: escaped, cut to the column).
+- A batch the database still refuses for a row's content (a data or integrity error) is
+  bisected, each half in its own savepoint, down to the events that fail alone; those are
+  set aside in `ledger_quarantine` with the reason, and the cursor moves on past them. An
+  outage (connection errors) and other database errors (a missing table, a permission) fail
+  the tick and keep the cursor: they are not about one event.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,7 +35,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from alphaswarm_orch.ledger.db import LedgerUnavailable, ledger_engine, ledger_errors
 from alphaswarm_orch.ledger.schema import (
+    fit,
     ledger_mirror_state,
+    ledger_quarantine,
     workload_run_assets,
     workload_run_steps,
     workload_run_transitions,
@@ -36,6 +46,7 @@ from alphaswarm_orch.ledger.schema import (
 from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import ACTOR_TAG, REQUEST_ID_TAG, WORKLOAD_KINDS, WORKLOAD_TAG
+from alphaswarm_orch.text import sanitize
 
 if TYPE_CHECKING:
     from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
@@ -72,6 +83,8 @@ READ_TYPES: tuple[dg.DagsterEventType, ...] = (
 )
 TERMINAL_RUN = frozenset({"success", "failure", "canceled"})
 TERMINAL_STEP = frozenset({"success", "failure", "skipped"})
+ERROR_SUMMARY_LENGTH = 2000
+"""Error text kept per transition, step and run (the columns are unbounded `text`)."""
 REFUSAL_CLASS = "KillSwitchEngaged"
 """alphaswarm_orch.control.kill_switch.KillSwitchEngaged: a step refused by the kill switch."""
 
@@ -83,6 +96,26 @@ _unrecorded_errors: dict[str, tuple[str, datetime]] = {}
 
 class MirrorUnsupported(RuntimeError):
     """The Dagster instance's event log has no global storage ids to mirror by."""
+
+
+class RowRejected(Exception):
+    """The ledger database refused a row for its content: not an outage, not retried."""
+
+    def __init__(self, table: str, error: BaseException) -> None:
+        orig = getattr(error, "orig", None) or error
+        first = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+        super().__init__(f"{table}: {type(orig).__name__}: {first}")
+
+
+class Derived(NamedTuple):
+    """The ledger row one Dagster event gives (a transition or an asset materialization)."""
+
+    event_id: int
+    run_id: str
+    job_name: str
+    event_type: str
+    table: sa.Table | None
+    row: dict[str, Any]
 
 
 class Transition(NamedTuple):
@@ -105,6 +138,7 @@ class SyncResult:
     cursor: int
     drained: bool
     lag_seconds: float
+    quarantined: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,6 +153,7 @@ class MirrorStatus:
     synced_at: datetime | None
     last_error: str | None
     last_error_at: datetime | None
+    quarantined: int = 0
 
 
 def read_events(
@@ -208,26 +243,79 @@ class LedgerMirror:
             _save_state(conn, self.settings.ledger_url, cursor, rows_written, 0.0, None, now)
             return SyncResult(0, 0, cursor, True, 0.0)
 
-        transitions, assets, job_names = self._event_rows(events)
-        _insert_ignore(conn, workload_run_transitions, transitions, ["event_id"])
-        _insert_ignore(conn, workload_run_assets, assets, ["event_id"])
-        runs = {r.run_id: r for r in self.instance.get_runs(dg.RunsFilter(run_ids=list(job_names)))}
-        span = (events[0][0], events[-1][0])
-        run_rows, step_rows = self._summaries(conn, transitions, span, runs, job_names, now)
-        _upsert(conn, workload_runs, run_rows, ["run_id"])
-        _upsert(conn, workload_run_steps, step_rows, ["run_id", "step_key"])
-
         high = max(cursor, events[-1][0])
+        # Events set aside earlier are not retried on every re-read of the trailing window.
+        set_aside = _quarantined_ids(conn, events[0][0], events[-1][0])
+        derived, rejected = self._derive([e for e in events if e[0] not in set_aside])
+        runs = {
+            r.run_id: r
+            for r in self.instance.get_runs(
+                dg.RunsFilter(run_ids=list({d.run_id for d in derived}))
+            )
+        }
+        written = _Written()
+        self._write(conn, derived, runs, now, written, rejected)
+        _quarantine(conn, rejected, now)
+
         # Count what new events wrote, not the trailing window's idempotent rewrites.
-        fresh = [row for row in (*transitions, *assets) if row["event_id"] > cursor]
-        fresh_runs = {row["run_id"] for row in fresh}
+        fresh = [d for d in written.events if d.event_id > cursor]
+        fresh_runs = {d.run_id for d in fresh}
         rows_written += len(fresh) + sum(
-            1 for row in (*run_rows, *step_rows) if row["run_id"] in fresh_runs
+            1
+            for row in (*written.runs.values(), *written.steps.values())
+            if row["run_id"] in fresh_runs
         )
         mirrored_at = _utc(events[-1][1].timestamp)
         lag = 0.0 if drained else self._lag(events[-1][1].timestamp)
         _save_state(conn, self.settings.ledger_url, high, rows_written, lag, mirrored_at, now)
-        return SyncResult(len(events), len(job_names), high, drained, lag)
+        run_ids = {d.run_id for d in derived} | {event.run_id for event, _ in rejected}
+        return SyncResult(len(events), len(run_ids), high, drained, lag, len(rejected))
+
+    def _write(
+        self,
+        conn: sa.Connection,
+        derived: Sequence[Derived],
+        runs: Mapping[str, dg.DagsterRun],
+        now: datetime,
+        written: _Written,
+        rejected: list[tuple[Derived, str]],
+    ) -> None:
+        """Write `derived` (ascending event ids) in a savepoint; when the database refuses a
+        row, undo it and write each half alone, down to the single events it refuses."""
+        if not derived:
+            return
+        try:
+            with conn.begin_nested():
+                run_rows, step_rows = self._write_rows(conn, derived, runs, now)
+        except RowRejected as exc:
+            if len(derived) == 1:
+                rejected.append((derived[0], str(exc)))
+                return
+            middle = len(derived) // 2
+            self._write(conn, derived[:middle], runs, now, written, rejected)
+            self._write(conn, derived[middle:], runs, now, written, rejected)
+            return
+        written.events.extend(derived)
+        written.runs.update((row["run_id"], row) for row in run_rows)
+        written.steps.update(((row["run_id"], row["step_key"]), row) for row in step_rows)
+
+    def _write_rows(
+        self,
+        conn: sa.Connection,
+        derived: Sequence[Derived],
+        runs: Mapping[str, dg.DagsterRun],
+        now: datetime,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        transitions = [d.row for d in derived if d.table is workload_run_transitions]
+        assets = [d.row for d in derived if d.table is workload_run_assets]
+        job_names = {d.run_id: d.job_name for d in derived}
+        _insert_ignore(conn, workload_run_transitions, transitions, ["event_id"])
+        _insert_ignore(conn, workload_run_assets, assets, ["event_id"])
+        span = (derived[0].event_id, derived[-1].event_id)
+        run_rows, step_rows = self._summaries(conn, transitions, span, runs, job_names, now)
+        _upsert(conn, workload_runs, run_rows, ["run_id"])
+        _upsert(conn, workload_run_steps, step_rows, ["run_id", "step_key"])
+        return run_rows, step_rows
 
     def _lag(self, mirrored_ts: float) -> float:
         storage = self.instance.event_log_storage
@@ -237,46 +325,53 @@ class LedgerMirror:
         newest = storage.get_logs_for_all_runs_by_log_id(after_cursor=newest_id - 1, limit=1)
         return max(0.0, max((e.timestamp for e in newest.values()), default=0.0) - mirrored_ts)
 
-    def _event_rows(
+    def _derive(
         self, events: Sequence[tuple[int, dg.EventLogEntry]]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
-        transitions: list[dict[str, Any]] = []
-        assets: list[dict[str, Any]] = []
-        job_names: dict[str, str] = {}
+    ) -> tuple[list[Derived], list[tuple[Derived, str]]]:
+        """The ledger row of each event; an event whose row cannot be derived is rejected
+        (with the reason) instead of failing the batch."""
+        derived: list[Derived] = []
+        rejected: list[tuple[Derived, str]] = []
         for event_id, entry in events:
-            event = entry.dagster_event
-            if event is None:
+            if entry.dagster_event is None:
                 continue
-            job_names[entry.run_id] = entry.job_name or ""
-            at = _utc(entry.timestamp)
-            kind = event.event_type
-            if kind == ET.ASSET_MATERIALIZATION:
-                materialization = event.step_materialization_data.materialization
-                key = materialization.asset_key
-                assets.append(
-                    {
-                        "event_id": event_id,
-                        "run_id": entry.run_id,
-                        "step_key": entry.step_key,
-                        "asset_key": key.to_user_string(),
-                        "partition": materialization.partition,
-                        "upstream": self._upstream(key),
-                        "at": at,
-                    }
-                )
-                continue
-            is_run = kind in RUN_STATUSES
-            transitions.append(
-                {
-                    "event_id": event_id,
-                    "run_id": entry.run_id,
-                    "step_key": None if is_run else entry.step_key,
-                    "status": RUN_STATUSES[kind] if is_run else STEP_STATUSES[kind],
-                    "at": at,
-                    "detail": _error_summary(getattr(event.event_specific_data, "error", None)),
-                }
-            )
-        return transitions, assets, job_names
+            try:
+                derived.append(self._derive_one(event_id, entry))
+            except Exception as exc:
+                kind = entry.dagster_event.event_type_value
+                stub = Derived(event_id, entry.run_id, entry.job_name or "", kind, None, {})
+                rejected.append((stub, f"cannot derive a ledger row from {kind}: {exc!r}"))
+        return derived, rejected
+
+    def _derive_one(self, event_id: int, entry: dg.EventLogEntry) -> Derived:
+        event = entry.dagster_event
+        assert event is not None
+        at = _utc(entry.timestamp)
+        kind = event.event_type
+        head = (event_id, entry.run_id, entry.job_name or "", event.event_type_value)
+        if kind == ET.ASSET_MATERIALIZATION:
+            materialization = event.step_materialization_data.materialization
+            key = materialization.asset_key
+            row = {
+                "event_id": event_id,
+                "run_id": entry.run_id,
+                "step_key": entry.step_key,
+                "asset_key": key.to_user_string(),
+                "partition": materialization.partition,
+                "upstream": self._upstream(key),
+                "at": at,
+            }
+            return Derived(*head, workload_run_assets, fit(workload_run_assets, row))
+        is_run = kind in RUN_STATUSES
+        row = {
+            "event_id": event_id,
+            "run_id": entry.run_id,
+            "step_key": None if is_run else entry.step_key,
+            "status": RUN_STATUSES[kind] if is_run else STEP_STATUSES[kind],
+            "at": at,
+            "detail": _error_summary(getattr(event.event_specific_data, "error", None)),
+        }
+        return Derived(*head, workload_run_transitions, fit(workload_run_transitions, row))
 
     def _upstream(self, key: dg.AssetKey) -> list[str]:
         if self.asset_graph is None or not self.asset_graph.has(key):
@@ -299,7 +394,7 @@ class LedgerMirror:
         by_run: dict[str, list[Transition]] = defaultdict(list)
         query = sa.select(t.c.event_id, t.c.run_id, t.c.step_key, t.c.status, t.c.at, t.c.detail)
         query = query.where(t.c.run_id.in_(list(job_names)), sa.not_(t.c.event_id.between(*span)))
-        for row in conn.execute(query):
+        for row in _execute(conn, t, query):
             by_run[row.run_id].append(Transition(*row))
         for row in transitions:
             by_run[row["run_id"]].append(Transition(**row))
@@ -345,21 +440,24 @@ def _step_rows(
         ended = last.at if last.status in TERMINAL_STEP else None
         errors = [r.detail for r in history if r.detail]
         rows.append(
-            {
-                "run_id": run_id,
-                "step_key": step_key,
-                "queue": queue_of(step_key),
-                "status": last.status,
-                "status_event_id": last.event_id,
-                "started_at": started,
-                "ended_at": ended,
-                "duration_seconds": (
-                    (_aware(ended) - _aware(started)).total_seconds()
-                    if started is not None and ended is not None
-                    else None
-                ),
-                "error": errors[-1] if errors else None,
-            }
+            fit(
+                workload_run_steps,
+                {
+                    "run_id": run_id,
+                    "step_key": step_key,
+                    "queue": queue_of(step_key),
+                    "status": last.status,
+                    "status_event_id": last.event_id,
+                    "started_at": started,
+                    "ended_at": ended,
+                    "duration_seconds": (
+                        (_aware(ended) - _aware(started)).total_seconds()
+                        if started is not None and ended is not None
+                        else None
+                    ),
+                    "error": errors[-1] if errors else None,
+                },
+            )
         )
     return rows
 
@@ -389,28 +487,31 @@ def _run_row(
     trigger, detail = _trigger(run, tags, launched)
     parent = (run.parent_run_id if run else None) or tags.get("dagster/parent_run_id")
     root = (run.root_run_id if run else None) or tags.get("dagster/root_run_id")
-    return {
-        "run_id": run_id,
-        "job_name": run.job_name if run is not None else job_name,
-        "workload_kind": workload_kind(run.job_name if run is not None else job_name, tags),
-        "queues": ",".join(sorted({s["queue"] for s in steps if s["queue"]})),
-        "trigger": trigger,
-        "trigger_detail": detail,
-        "actor": tags.get(ACTOR_TAG) or tags.get("user"),
-        "request_id": tags.get(REQUEST_ID_TAG),
-        "parent_run_id": parent,
-        "root_run_id": root,
-        "status": last.status if last is not None else "started",
-        "status_event_id": last.event_id if last is not None else 0,
-        "queued_at": first("queued"),
-        "starting_at": first("starting"),
-        "started_at": first("started"),
-        "ended_at": last.at if last is not None and last.status in TERMINAL_RUN else None,
-        "error": error_row.detail if error_row is not None else None,
-        "error_event_id": error_row.event_id if error_row is not None else None,
-        "refusal_reason": refusals[0].removeprefix(f"{REFUSAL_CLASS}: ") if refusals else None,
-        "updated_at": now,
-    }
+    return fit(
+        workload_runs,
+        {
+            "run_id": run_id,
+            "job_name": run.job_name if run is not None else job_name,
+            "workload_kind": workload_kind(run.job_name if run is not None else job_name, tags),
+            "queues": ",".join(sorted({s["queue"] for s in steps if s["queue"]})),
+            "trigger": trigger,
+            "trigger_detail": detail,
+            "actor": tags.get(ACTOR_TAG) or tags.get("user"),
+            "request_id": tags.get(REQUEST_ID_TAG),
+            "parent_run_id": parent,
+            "root_run_id": root,
+            "status": last.status if last is not None else "started",
+            "status_event_id": last.event_id if last is not None else 0,
+            "queued_at": first("queued"),
+            "starting_at": first("starting"),
+            "started_at": first("started"),
+            "ended_at": last.at if last is not None and last.status in TERMINAL_RUN else None,
+            "error": error_row.detail if error_row is not None else None,
+            "error_event_id": error_row.event_id if error_row is not None else None,
+            "refusal_reason": refusals[0].removeprefix(f"{REFUSAL_CLASS}: ") if refusals else None,
+            "updated_at": now,
+        },
+    )
 
 
 def workload_kind(job_name: str, tags: Mapping[str, str]) -> str:
@@ -452,7 +553,7 @@ def _error_summary(error: SerializableErrorInfo | None) -> str | None:
     message = error.message.strip()
     _module, _sep, message = message.rpartition(f".{error.cls_name}: ")
     text = f"{error.cls_name}: {message}" if _sep else error.message.strip()
-    return text[:2000]
+    return sanitize(text, ERROR_SUMMARY_LENGTH, multiline=True)
 
 
 def _base_step(step_key: str) -> str:
@@ -474,11 +575,28 @@ def _insert(conn: sa.Connection, table: sa.Table) -> Any:
     return dialect.insert(table)
 
 
+def _execute(
+    conn: sa.Connection, table: sa.Table, statement: Any, rows: list[dict[str, Any]] | None = None
+) -> sa.CursorResult[Any]:
+    """Execute; a refusal of the rows' content (as opposed to an outage) is RowRejected.
+    psycopg2 refuses NUL in a string with a bare ValueError before sending anything."""
+    try:
+        return conn.execute(statement, rows)
+    except (sa.exc.DataError, sa.exc.IntegrityError, ValueError) as exc:
+        raise RowRejected(table.name, exc) from exc
+    except sa.exc.StatementError as exc:
+        if isinstance(exc, sa.exc.DBAPIError):
+            raise
+        raise RowRejected(table.name, exc) from exc  # a value that could not be bound
+
+
 def _insert_ignore(
     conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]
 ) -> None:
     if rows:
-        conn.execute(_insert(conn, table).on_conflict_do_nothing(index_elements=keys), rows)
+        _execute(
+            conn, table, _insert(conn, table).on_conflict_do_nothing(index_elements=keys), rows
+        )
 
 
 def _upsert(
@@ -488,7 +606,40 @@ def _upsert(
         return
     stmt = _insert(conn, table)
     update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update), rows)
+    _execute(conn, table, stmt.on_conflict_do_update(index_elements=keys, set_=update), rows)
+
+
+@dataclass
+class _Written:
+    """What the savepoints of one batch committed: events, and the last run/step rows."""
+
+    events: list[Derived] = field(default_factory=list)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    steps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+def _quarantined_ids(conn: sa.Connection, low: int, high: int) -> set[int]:
+    q = ledger_quarantine
+    return set(
+        conn.execute(sa.select(q.c.event_id).where(q.c.event_id.between(low, high))).scalars()
+    )
+
+
+def _quarantine(
+    conn: sa.Connection, rejected: Sequence[tuple[Derived, str]], now: datetime
+) -> None:
+    """Set the rejected events aside (a retry rewrites the reason)."""
+    rows = [
+        {
+            "event_id": event.event_id,
+            "run_id": sanitize(event.run_id),
+            "event_type": event.event_type,
+            "reason": sanitize(reason, ERROR_SUMMARY_LENGTH, multiline=True),
+            "at": now,
+        }
+        for event, reason in rejected
+    ]
+    _upsert(conn, ledger_quarantine, rows, ["event_id"])
 
 
 def _lock_state(conn: sa.Connection) -> tuple[int, int]:
@@ -540,7 +691,10 @@ def _record_error(settings: Settings, message: str) -> None:
             conn.execute(
                 sa.update(s)
                 .where(s.c.name == MIRROR_NAME)
-                .values(last_error=message[:2000], last_error_at=datetime.now(UTC))
+                .values(
+                    last_error=sanitize(message, ERROR_SUMMARY_LENGTH, multiline=True),
+                    last_error_at=datetime.now(UTC),
+                )
             )
     except (LedgerUnavailable, sa.exc.SQLAlchemyError):
         _unrecorded_errors[settings.ledger_url] = (message, datetime.now(UTC))
@@ -555,11 +709,14 @@ def mirror_status(settings: Settings) -> MirrorStatus:
         with ledger_errors(url), engine.connect() as conn:
             s = ledger_mirror_state
             row = conn.execute(sa.select(s).where(s.c.name == MIRROR_NAME)).one_or_none()
+            quarantined = conn.execute(
+                sa.select(sa.func.count()).select_from(ledger_quarantine)
+            ).scalar_one()
     except LedgerUnavailable as exc:
         return MirrorStatus(False, -1, 0.0, 0, None, str(exc), datetime.now(UTC))
     pending = _unrecorded_errors.get(url)
     if row is None:
-        return MirrorStatus(True, -1, 0.0, 0, None, *(pending or (None, None)))
+        return MirrorStatus(True, -1, 0.0, 0, None, *(pending or (None, None)), quarantined)
     last_error, last_error_at = row.last_error, row.last_error_at
     if pending is not None:
         last_error, last_error_at = pending
@@ -571,4 +728,5 @@ def mirror_status(settings: Settings) -> MirrorStatus:
         synced_at=_aware(row.synced_at) if row.synced_at else None,
         last_error=last_error,
         last_error_at=_aware(last_error_at) if last_error_at else None,
+        quarantined=quarantined,
     )
