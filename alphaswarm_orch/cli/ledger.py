@@ -31,6 +31,14 @@ from alphaswarm_orch.ledger.schema import (
 )
 from alphaswarm_orch.settings import Settings
 
+_module_option = click.option(
+    "--module",
+    "-m",
+    default="alphaswarm_orch.definitions",
+    show_default=True,
+    help="Module whose `defs` give the asset graph (upstream lineage).",
+)
+
 
 @click.group(name="ledger")
 def ledger_group() -> None:
@@ -43,30 +51,10 @@ def ledger_group() -> None:
 @click.option(
     "--interval", type=float, default=5.0, show_default=True, help="Seconds between polls."
 )
-@click.option(
-    "--module",
-    "-m",
-    default="alphaswarm_orch.definitions",
-    show_default=True,
-    help="Module whose `defs` give the asset graph (upstream lineage).",
-)
+@_module_option
 def sync_command(batch_size: int, follow: bool, interval: float, module: str) -> None:
     """Catch the ledger up with the Dagster instance ($DAGSTER_HOME)."""
-    with user_errors():
-        settings = Settings.from_env()
-    if not os.environ.get("DAGSTER_HOME"):
-        settings.dagster_home.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
-    asset_graph = _definitions(module).resolve_asset_graph()
-    with dg.DagsterInstance.get() as instance:
-        try:
-            mirror = LedgerMirror(
-                settings, instance, asset_graph=asset_graph, batch_size=batch_size
-            )
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from exc
-        except MirrorUnsupported as exc:
-            raise click.ClickException(str(exc)) from exc
+    with _mirror(module, batch_size) as mirror:
         while True:
             try:
                 results = mirror.sync()
@@ -183,8 +171,30 @@ def tail_command(lines: int) -> None:
 
 @ledger_group.command(name="quarantine")
 @click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True)
-def quarantine_command(lines: int) -> None:
+@click.option(
+    "--retry",
+    "retry",
+    is_flag=True,
+    help="Mirror the quarantined events again (all, or the EVENT_IDs given), e.g. after "
+    "fixing what refused them; those still refused stay, with the new reason.",
+)
+@_module_option
+@click.argument("event_ids", nargs=-1, type=int)
+def quarantine_command(lines: int, retry: bool, module: str, event_ids: tuple[int, ...]) -> None:
     """Dagster events the mirror set aside because the ledger could not store them."""
+    if event_ids and not retry:
+        raise click.UsageError("EVENT_IDs are only taken with --retry")
+    if retry:
+        with _mirror(module, DEFAULT_BATCH_SIZE) as mirror:
+            try:
+                result = mirror.retry_quarantined(event_ids or None)
+            except LedgerUnavailable as exc:
+                raise click.ClickException(str(exc)) from exc
+        click.echo(
+            f"retried: {len(result.mirrored)} mirrored, {len(result.quarantined)} still "
+            f"quarantined, {len(result.missing)} no longer in Dagster's event log"
+            + (f" ({', '.join(map(str, result.missing))})" if result.missing else "")
+        )
     settings = _settings()
     with _connection(settings) as conn:
         rows = _quarantined(conn, lines)
@@ -206,6 +216,26 @@ def _quarantine_line(row: sa.Row[Any]) -> str:
         f"quarantined {row.event_id}  run {row.run_id}  {row.event_type}  "
         f"{_text(row.at)}: {row.reason}"
     )
+
+
+@contextmanager
+def _mirror(module: str, batch_size: int) -> Iterator[LedgerMirror]:
+    """A mirror of the Dagster instance at $DAGSTER_HOME (default: under the storage dir)."""
+    settings = _settings()
+    if not os.environ.get("DAGSTER_HOME"):
+        settings.dagster_home.mkdir(parents=True, exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    asset_graph = _definitions(module).resolve_asset_graph()
+    with dg.DagsterInstance.get() as instance:
+        try:
+            mirror = LedgerMirror(
+                settings, instance, asset_graph=asset_graph, batch_size=batch_size
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        except MirrorUnsupported as exc:
+            raise click.ClickException(str(exc)) from exc
+        yield mirror
 
 
 def _definitions(module: str) -> dg.Definitions:

@@ -142,6 +142,15 @@ class SyncResult:
 
 
 @dataclass(frozen=True)
+class RetryResult:
+    """What a retry of quarantined events did."""
+
+    mirrored: list[int]
+    quarantined: list[int]
+    missing: list[int]
+
+
+@dataclass(frozen=True)
 class MirrorStatus:
     """The mirror's health, for the metrics endpoint. `available` is False (and `last_error`
     says why) when the ledger database itself cannot be read."""
@@ -235,6 +244,44 @@ class LedgerMirror:
             raise
         return result
 
+    def retry_quarantined(self, event_ids: Sequence[int] | None = None) -> RetryResult:
+        """Mirror quarantined events again (all, or `event_ids`), e.g. after fixing what
+        refused them: those the ledger now stores leave the quarantine, the others stay with
+        the new reason. Events Dagster no longer has (a deleted run) stay, reported missing."""
+        url = self.settings.ledger_url
+        engine = ledger_engine(self.settings)
+        with ledger_errors(url), engine.begin() as conn:
+            _lock_state(conn)  # one mirror at a time
+            q = ledger_quarantine
+            query = sa.select(q.c.event_id).order_by(q.c.event_id)
+            if event_ids is not None:
+                query = query.where(q.c.event_id.in_(list(event_ids)))
+            storage = self.instance.event_log_storage
+            events, missing = [], []
+            for event_id in conn.execute(query).scalars():
+                got = storage.get_logs_for_all_runs_by_log_id(after_cursor=event_id - 1, limit=1)
+                if event_id in got:
+                    events.append((event_id, got[event_id]))
+                else:
+                    missing.append(event_id)
+            if events:
+                conn.execute(sa.delete(q).where(q.c.event_id.in_([i for i, _ in events])))
+            derived, rejected = self._derive(events)
+            runs = self._runs(derived)
+            written = _Written()
+            now = datetime.now(UTC)
+            self._write(conn, derived, runs, now, written, rejected, contiguous=False)
+            _quarantine(conn, rejected, now)
+        return RetryResult(
+            mirrored=[d.event_id for d in written.events],
+            quarantined=sorted(event.event_id for event, _ in rejected),
+            missing=missing,
+        )
+
+    def _runs(self, derived: Sequence[Derived]) -> dict[str, dg.DagsterRun]:
+        run_ids = list({d.run_id for d in derived})
+        return {r.run_id: r for r in self.instance.get_runs(dg.RunsFilter(run_ids=run_ids))}
+
     def _batch(self, conn: sa.Connection) -> SyncResult:
         now = datetime.now(UTC)
         cursor, rows_written = _lock_state(conn)
@@ -247,14 +294,9 @@ class LedgerMirror:
         # Events set aside earlier are not retried on every re-read of the trailing window.
         set_aside = _quarantined_ids(conn, events[0][0], events[-1][0])
         derived, rejected = self._derive([e for e in events if e[0] not in set_aside])
-        runs = {
-            r.run_id: r
-            for r in self.instance.get_runs(
-                dg.RunsFilter(run_ids=list({d.run_id for d in derived}))
-            )
-        }
+        runs = self._runs(derived)
         written = _Written()
-        self._write(conn, derived, runs, now, written, rejected)
+        self._write(conn, derived, runs, now, written, rejected, contiguous=True)
         _quarantine(conn, rejected, now)
 
         # Count what new events wrote, not the trailing window's idempotent rewrites.
@@ -279,21 +321,24 @@ class LedgerMirror:
         now: datetime,
         written: _Written,
         rejected: list[tuple[Derived, str]],
+        *,
+        contiguous: bool,
     ) -> None:
         """Write `derived` (ascending event ids) in a savepoint; when the database refuses a
-        row, undo it and write each half alone, down to the single events it refuses."""
+        row, undo it and write each half alone, down to the single events it refuses.
+        `contiguous`: `derived` is every mirrored event in its id span (a batch, not a retry)."""
         if not derived:
             return
         try:
             with conn.begin_nested():
-                run_rows, step_rows = self._write_rows(conn, derived, runs, now)
+                run_rows, step_rows = self._write_rows(conn, derived, runs, now, contiguous)
         except RowRejected as exc:
             if len(derived) == 1:
                 rejected.append((derived[0], str(exc)))
                 return
             middle = len(derived) // 2
-            self._write(conn, derived[:middle], runs, now, written, rejected)
-            self._write(conn, derived[middle:], runs, now, written, rejected)
+            for half in (derived[:middle], derived[middle:]):
+                self._write(conn, half, runs, now, written, rejected, contiguous=contiguous)
             return
         written.events.extend(derived)
         written.runs.update((row["run_id"], row) for row in run_rows)
@@ -305,14 +350,20 @@ class LedgerMirror:
         derived: Sequence[Derived],
         runs: Mapping[str, dg.DagsterRun],
         now: datetime,
+        contiguous: bool,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         transitions = [d.row for d in derived if d.table is workload_run_transitions]
         assets = [d.row for d in derived if d.table is workload_run_assets]
         job_names = {d.run_id: d.job_name for d in derived}
         _insert_ignore(conn, workload_run_transitions, transitions, ["event_id"])
         _insert_ignore(conn, workload_run_assets, assets, ["event_id"])
-        span = (derived[0].event_id, derived[-1].event_id)
-        run_rows, step_rows = self._summaries(conn, transitions, span, runs, job_names, now)
+        t = workload_run_transitions
+        written_here = (
+            t.c.event_id.between(derived[0].event_id, derived[-1].event_id)
+            if contiguous
+            else t.c.event_id.in_([row["event_id"] for row in transitions])
+        )
+        run_rows, step_rows = self._summaries(conn, transitions, written_here, runs, job_names, now)
         _upsert(conn, workload_runs, run_rows, ["run_id"])
         _upsert(conn, workload_run_steps, step_rows, ["run_id", "step_key"])
         return run_rows, step_rows
@@ -382,18 +433,18 @@ class LedgerMirror:
         self,
         conn: sa.Connection,
         transitions: Sequence[Mapping[str, Any]],
-        span: tuple[int, int],
+        written_here: sa.ColumnElement[bool],
         runs: Mapping[str, dg.DagsterRun],
         job_names: Mapping[str, str],
         now: datetime,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Run and step rows from every transition the ledger holds for the touched runs:
-        this batch's (the ledger holds exactly those in `span`: they were just upserted)
-        plus the ones mirrored outside it, read back."""
+        `transitions` (the ledger rows `written_here` are exactly those: just upserted) plus
+        the ones mirrored before, read back."""
         t = workload_run_transitions
         by_run: dict[str, list[Transition]] = defaultdict(list)
         query = sa.select(t.c.event_id, t.c.run_id, t.c.step_key, t.c.status, t.c.at, t.c.detail)
-        query = query.where(t.c.run_id.in_(list(job_names)), sa.not_(t.c.event_id.between(*span)))
+        query = query.where(t.c.run_id.in_(list(job_names)), sa.not_(written_here))
         for row in _execute(conn, t, query):
             by_run[row.run_id].append(Transition(*row))
         for row in transitions:

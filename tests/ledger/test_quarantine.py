@@ -64,11 +64,16 @@ def _fail(instance: dg.DagsterInstance, message: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def instance() -> Iterator[dg.DagsterInstance]:
+def dagster_db() -> Iterator[str]:
     with services.temporary_database("as_ledger_q_dagster") as url:
-        overrides = {"storage": {"postgres": {"postgres_url": url}}}
-        with dg.instance_for_test(overrides=overrides) as instance:
-            yield instance
+        yield url
+
+
+@pytest.fixture(scope="module")
+def instance(dagster_db: str) -> Iterator[dg.DagsterInstance]:
+    overrides = {"storage": {"postgres": {"postgres_url": dagster_db}}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        yield instance
 
 
 @pytest.fixture
@@ -147,7 +152,11 @@ def test_nul_in_a_steps_error_text_is_escaped_and_later_runs_mirror(
 
 
 def test_event_the_ledger_refuses_is_quarantined_alone_and_the_mirror_moves_on(
-    instance: dg.DagsterInstance, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    instance: dg.DagsterInstance,
+    dagster_db: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     # A constraint stands in for any per-row refusal the database may have (a trigger, a
     # check, a type limit): a step failure mentioning FORBIDDEN cannot be stored (the run's
@@ -214,6 +223,29 @@ def test_event_the_ledger_refuses_is_quarantined_alone_and_the_mirror_moves_on(
     listed = CliRunner().invoke(main, ["ledger", "quarantine"])
     assert listed.exit_code == 0, listed.output
     assert str(bad_event) in listed.output and "no_forbidden" in listed.output
+    assert "1 quarantined events" in listed.output
+
+    # A retry while the cause is still there keeps it, with the reason; once fixed, the
+    # event is mirrored and leaves the quarantine.
+    retried = mirror.retry_quarantined()
+    assert (retried.mirrored, retried.quarantined, retried.missing) == ([], [bad_event], [])
+    with ledger_engine(settings).begin() as conn:
+        conn.execute(sa.text("ALTER TABLE workload_run_transitions DROP CONSTRAINT no_forbidden"))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(f"storage:\n  postgres:\n    postgres_url: {dagster_db}\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    argv = ["ledger", "quarantine", "--retry", "--module", "tests.ledger.workloads"]
+    released = CliRunner().invoke(main, [*argv, str(bad_event)])
+    assert released.exit_code == 0, released.output
+    assert "retried: 1 mirrored, 0 still quarantined" in released.output
+    assert _quarantined(settings) == [] and mirror_status(settings).quarantined == 0
+    with ledger_engine(settings).connect() as conn:
+        step = conn.execute(
+            sa.select(workload_run_steps).where(workload_run_steps.c.run_id == bad)
+        ).one()
+    assert (step.status, step.error) == ("failure", "ValueError: FORBIDDEN payload")
+    assert _run_row(settings, bad).started_at == bad_row.started_at
 
 
 TAG_KEYS = (ACTOR_TAG, REQUEST_ID_TAG, "user", "dagster/schedule_name")
