@@ -15,12 +15,7 @@ import sqlalchemy as sa
 
 from alphaswarm_orch.cli.errors import user_errors
 from alphaswarm_orch.ledger.db import LedgerUnavailable, ledger_engine, ledger_errors
-from alphaswarm_orch.ledger.mirror import (
-    DEFAULT_BATCH_SIZE,
-    LedgerMirror,
-    MirrorUnsupported,
-    mirror_status,
-)
+from alphaswarm_orch.ledger.mirror import DEFAULT_BATCH_SIZE, LedgerMirror, MirrorUnsupported
 from alphaswarm_orch.ledger.schema import (
     ledger_quarantine,
     ledger_refusals,
@@ -29,6 +24,7 @@ from alphaswarm_orch.ledger.schema import (
     workload_run_transitions,
     workload_runs,
 )
+from alphaswarm_orch.ledger.store import mirror_status
 from alphaswarm_orch.settings import Settings
 
 _module_option = click.option(

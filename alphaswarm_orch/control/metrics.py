@@ -452,7 +452,7 @@ def ledger_lag_series(settings: Settings) -> list[GaugeMetricFamily]:
     """The ledger mirror's lag and quarantine, if the ledger package is there and its
     database answers."""
     try:
-        from alphaswarm_orch.ledger.mirror import mirror_status
+        from alphaswarm_orch.ledger.store import mirror_status
     except ImportError:
         return []
     try:

@@ -17,13 +17,15 @@ from hypothesis import strategies as st
 from alphaswarm_orch.cli.main import main
 from alphaswarm_orch.control.metrics import ledger_lag_series
 from alphaswarm_orch.ledger.db import ledger_engine
-from alphaswarm_orch.ledger.mirror import READ_TYPES, LedgerMirror, mirror_status
+from alphaswarm_orch.ledger.events import READ_TYPES
+from alphaswarm_orch.ledger.mirror import LedgerMirror
 from alphaswarm_orch.ledger.schema import (
     ledger_quarantine,
     workload_run_steps,
     workload_run_transitions,
     workload_runs,
 )
+from alphaswarm_orch.ledger.store import mirror_status
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import ACTOR_TAG, REQUEST_ID_TAG
 from alphaswarm_orch.text import unsafe_reason
