@@ -250,6 +250,32 @@ def test_event_the_ledger_refuses_is_quarantined_alone_and_the_mirror_moves_on(
     assert _run_row(settings, bad).started_at == bad_row.started_at
 
 
+def test_embedded_sqlite_ledger_quarantines_too(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """The bisection's savepoints on SQLite: a trigger refuses one event (IntegrityError)."""
+    settings = Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path)})
+    with ledger_engine(settings).begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TRIGGER no_forbidden BEFORE INSERT ON workload_run_transitions "
+                "WHEN NEW.step_key IS NOT NULL AND NEW.detail LIKE '%FORBIDDEN%' "
+                "BEGIN SELECT RAISE(ABORT, 'no_forbidden'); END"
+            )
+        )
+    bad = _fail(instance, "FORBIDDEN on sqlite")
+    later = ledger_plain_job.execute_in_process(instance=instance).run_id
+
+    results = LedgerMirror(settings, instance).sync()
+    assert results[-1].drained and sum(r.quarantined for r in results) == 1
+    (row,) = _quarantined(settings)
+    assert (row.run_id, row.event_type) == (bad, "STEP_FAILURE")
+    assert "IntegrityError" in row.reason and "no_forbidden" in row.reason
+    assert _run_row(settings, bad).status == "failure"
+    assert _run_row(settings, later).status == "success"
+    _assert_caught_up(settings, instance)
+
+
 TAG_KEYS = (ACTOR_TAG, REQUEST_ID_TAG, "user", "dagster/schedule_name")
 TAG_VALUES = st.text(max_size=40) | st.text(min_size=200, max_size=1200)
 
