@@ -98,6 +98,10 @@ def _newest_event_id(instance: dg.DagsterInstance) -> int:
     )
 
 
+def _marker() -> str:
+    return f"FORBIDDEN_{uuid.uuid4().hex[:8]}"
+
+
 def _run_row(settings: Settings, run_id: str) -> sa.Row:
     with ledger_engine(settings).connect() as conn:
         return conn.execute(sa.select(workload_runs).where(workload_runs.c.run_id == run_id)).one()
@@ -161,17 +165,18 @@ def test_event_the_ledger_refuses_is_quarantined_alone_and_the_mirror_moves_on(
     tmp_path: Path,
 ) -> None:
     # A constraint stands in for any per-row refusal the database may have (a trigger, a
-    # check, a type limit): a step failure mentioning FORBIDDEN cannot be stored (the run's
+    # check, a type limit): a step failure mentioning `marker` cannot be stored (the run's
     # own failure event, which quotes it too, can).
+    marker = _marker()  # other tests' runs share the instance: refuse only this one
     with ledger_engine(settings).begin() as conn:
         conn.execute(
             sa.text(
                 "ALTER TABLE workload_run_transitions ADD CONSTRAINT no_forbidden "
-                "CHECK (step_key IS NULL OR detail IS NULL OR detail NOT LIKE '%FORBIDDEN%')"
+                f"CHECK (step_key IS NULL OR detail IS NULL OR detail NOT LIKE '%{marker}%')"
             )
         )
     before = ledger_plain_job.execute_in_process(instance=instance).run_id
-    bad = _fail(instance, "FORBIDDEN payload")
+    bad = _fail(instance, f"{marker} payload")
     later = ledger_plain_job.execute_in_process(instance=instance).run_id
     bad_event = next(
         r.storage_id
@@ -246,7 +251,7 @@ def test_event_the_ledger_refuses_is_quarantined_alone_and_the_mirror_moves_on(
         step = conn.execute(
             sa.select(workload_run_steps).where(workload_run_steps.c.run_id == bad)
         ).one()
-    assert (step.status, step.error) == ("failure", "ValueError: FORBIDDEN payload")
+    assert (step.status, step.error) == ("failure", f"ValueError: {marker} payload")
     assert _run_row(settings, bad).started_at == bad_row.started_at
 
 
@@ -255,15 +260,16 @@ def test_embedded_sqlite_ledger_quarantines_too(
 ) -> None:
     """The bisection's savepoints on SQLite: a trigger refuses one event (IntegrityError)."""
     settings = Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path)})
+    marker = _marker()
     with ledger_engine(settings).begin() as conn:
         conn.execute(
             sa.text(
                 "CREATE TRIGGER no_forbidden BEFORE INSERT ON workload_run_transitions "
-                "WHEN NEW.step_key IS NOT NULL AND NEW.detail LIKE '%FORBIDDEN%' "
+                f"WHEN NEW.step_key IS NOT NULL AND NEW.detail LIKE '%{marker}%' "
                 "BEGIN SELECT RAISE(ABORT, 'no_forbidden'); END"
             )
         )
-    bad = _fail(instance, "FORBIDDEN on sqlite")
+    bad = _fail(instance, f"{marker} on sqlite")
     later = ledger_plain_job.execute_in_process(instance=instance).run_id
 
     results = LedgerMirror(settings, instance).sync()
