@@ -23,7 +23,7 @@ def kill_switch_hold(
     queue: str,
     source: str,
 ) -> str | None:
-    """The skip reason while a switch for `queue` is set, else None.
+    """The skip reason while a switch for `queue` is engaged (fail closed), else None.
 
     The refusal is recorded in the ledger only when requests are waiting past `cursor`, so an
     idle switch does not write a row on every sensor tick.
@@ -33,6 +33,10 @@ def kill_switch_hold(
         return None
     reason = f"kill switch {state.key!r} is set ({state.reason}): {family} requests wait"
     start = "-" if cursor is None else f"({cursor}"
-    if client.xrange(request_stream(family), min=start, max="+", count=1):
+    try:
+        waiting = client.xrange(request_stream(family), min=start, max="+", count=1)
+    except redis.RedisError:
+        return reason  # Redis unreadable: nothing can be launched, nor known to wait
+    if waiting:
         record_refusal(settings, source=source, reason=reason, queue=queue)
     return reason
