@@ -22,7 +22,7 @@ from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.defs.hft import hft_request_sensor
 from alphaswarm_orch.defs.paper import paper_request_sensor, paper_session_job
 from alphaswarm_orch.ledger.schema import ledger_refusals
-from alphaswarm_orch.requests import append_request
+from alphaswarm_orch.requests import HftStart, append_request
 from alphaswarm_orch.sessions.simulator import metadata, paper_sessions, paper_ticks
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.settings import Settings
@@ -322,3 +322,37 @@ def test_sensor_step_and_status_fail_closed_when_redis_is_unreachable(
     assert "KillSwitchEngaged" in step_error(step) and "kill switch unreadable" in step_error(step)
     [refusal] = refusals(env)
     assert (refusal.source, refusal.run_id) == ("paper_session", step.run_id)
+
+
+def test_a_held_sensor_records_its_refusal_once_per_episode(
+    env: dict[str, str], instance: dg.DagsterInstance, client: redis.Redis, switch: KillSwitch
+) -> None:
+    append_request(client, paper_start("s1"))
+    hft = paper_start("h1").model_dump(exclude={"type"})
+    append_request(client, HftStart(type="hft.start", **hft))
+
+    def ticks(n: int) -> None:
+        for _ in range(n):  # no cursor kept: the requests stay waiting on every tick
+            for sensor in (paper_request_sensor, hft_request_sensor):
+                result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+                assert not result.run_requests, result.skip_message
+
+    switch.engage("incident 7")
+    ticks(20)
+    assert [(r.source, r.queue) for r in refusals(env)] == [
+        ("paper_request_sensor", "paper"),
+        ("hft_request_sensor", "hft"),
+    ]
+
+    switch.clear()  # the episode ends once a tick sees the switch off
+    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert [r.run_key for r in result.run_requests] == ["req-s1"]
+    switch.engage("incident 7")  # the same reason again: a new episode
+    ticks(5)
+    assert [r.source for r in refusals(env)][2:] == ["paper_request_sensor"]
+
+    switch.engage("incident 8")  # another reason while engaged: a new episode for both
+    ticks(5)
+    rows = refusals(env)
+    assert len(rows) == 5
+    assert all("incident 8" in r.reason for r in rows[3:])
