@@ -107,6 +107,8 @@ def test_a_switch_key_of_any_type_stops_the_session(
         handled.append(tick.tick_id)
         if len(handled) == 2:
             reasons.append(write_switch(redis_client, kill_switch.key_for("paper"), kind))
+        if len(handled) == 6:  # a loop that ignored the switch ends here, not never
+            redis_client.set(session_stop_key(session_id), "end of test")
 
     outcome = SessionLoop(redis_client, session_id, "paper", kill_switch, handle).run()
     assert handled == ["t0", "t1"]
