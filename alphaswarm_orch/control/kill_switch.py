@@ -132,23 +132,33 @@ class KillSwitch:
 def read_states(
     pipe: Pipeline, keys: Sequence[str]
 ) -> tuple[list[KillSwitchState | None], list[Any] | Exception]:
-    """Read `keys` on `pipe` after the commands it already holds, in one round trip.
+    """Read `keys` on `pipe` after the commands it already holds.
 
     Returns the switch states (`engaged_states`) and the replies to the earlier commands (each
     reply may be an error), or the error that stopped the pipeline, in which case every switch
-    is engaged as unreadable. Lets a caller check the switch with no extra round trip.
+    is engaged as unreadable. Lets a caller check the switch with no extra round trip: only a
+    TYPE per key goes with the caller's commands; the values are read, in a second round trip,
+    only when a key exists (or TYPE failed).
     """
     before = len(pipe)
     for key in keys:
+        pipe.type(key)
+    try:
+        replies = pipe.execute(raise_on_error=False)
+    except Exception as exc:  # any failure to read means engaged
+        return engaged_states(keys, exc), exc
+    if all(kind in (b"none", "none") for kind in replies[before:]):
+        return [None] * len(keys), replies[:before]
+    for key in keys:  # `pipe` is empty again after execute()
         pipe.type(key)
         pipe.getrange(key, 0, VALUE_READ_BYTES - 1)
         pipe.hget(key, REASON_FIELD)
     try:
         # WRONGTYPE replies to GETRANGE/HGET are expected for keys of other types.
-        replies = pipe.execute(raise_on_error=False)
+        states = engaged_states(keys, pipe.execute(raise_on_error=False))
     except Exception as exc:  # any failure to read means engaged
-        return engaged_states(keys, exc), exc
-    return engaged_states(keys, replies[before:]), replies[:before]
+        states = engaged_states(keys, exc)
+    return states, replies[:before]
 
 
 def engaged_states(
