@@ -50,7 +50,7 @@ class KillSwitchEngaged(RuntimeError):
 class KillSwitchState:
     key: str
     reason: str
-    episode: str = ""
+    episode: str
     """Identity of what was read (key, type, value or error): it changes when the switch is
     set to another value or type. Refusals are recorded once per episode."""
     unreadable: bool = False
