@@ -37,3 +37,8 @@ def session_registry(family: str) -> str:
 def session_stop_key(session_id: str) -> str:
     """Set (to the reason) by a stop request; the session loop ends cleanly when it sees it."""
     return f"alphaswarm:sessions:{session_id}:stop"
+
+
+def refusal_episode_key(source: str, queue: str) -> str:
+    """The kill-switch episode `source` last recorded a refusal for, on `queue`."""
+    return f"alphaswarm:refusals:{source}:{queue}"

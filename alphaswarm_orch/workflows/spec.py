@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from alphaswarm_orch.queues import QueueError, check_heavy_queue, check_light_queue
-from alphaswarm_orch.settings import SettingsError
+from alphaswarm_orch.settings import SettingsError, expand_path
 from alphaswarm_orch.workflows.steps import LIGHT_STEPS
 
 WORKFLOWS_DIR = "ALPHASWARM_WORKFLOWS_DIR"
@@ -148,7 +148,7 @@ def workflows_dir(env: Mapping[str, str] | None = None) -> Path:
     raw = (env.get(WORKFLOWS_DIR) or "").strip()
     if not raw:
         return DEFAULT_WORKFLOWS_DIR
-    path = Path(raw).expanduser().absolute()
+    path = expand_path(WORKFLOWS_DIR, raw)
     if not path.is_dir():
         raise SettingsError(
             f"{WORKFLOWS_DIR}={raw!r} is not a directory: point it at a folder of workflow "

@@ -19,6 +19,7 @@ from alphaswarm_orch.routing import step_queues
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import WORKLOAD_TAG
 from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR, WorkflowSpecError
+from tests.support.switches import write_switch
 from tests.workflows.test_spec import VALID, write
 
 LIGHT_ONLY = """\
@@ -197,8 +198,13 @@ def test_a_dispatch_is_refused_while_the_kill_switch_is_set(
     switch.engage("incident 7", queue="backtest")
     try:
         result = job.execute_in_process(raise_on_error=False, op_selection=["announce", "backtest"])
+        # Fail closed: the global switch written as a set (any non-string type) refuses too.
+        switch.clear(queue="backtest")
+        write_switch(switch.client, switch.key, "set")
+        again = job.execute_in_process(raise_on_error=False, op_selection=["announce", "backtest"])
         sent = switch.client.keys("backtest*")
     finally:
+        switch.clear()
         switch.clear(queue="backtest")
         switch.client.close()
     [failure] = [e for e in result.all_events if e.is_step_failure]
@@ -211,5 +217,11 @@ def test_a_dispatch_is_refused_while_the_kill_switch_is_set(
         rows = conn.execute(sa.select(ledger_refusals)).all()
     engine.dispose()
     assert [(r.source, r.queue, r.run_id) for r in rows] == [
-        ("workflows_nightly__backtest", "backtest", result.run_id)
+        ("workflows_nightly__backtest", "backtest", result.run_id),
+        ("workflows_nightly__backtest", "backtest", again.run_id),
     ]
+    [failure] = [e for e in again.all_events if e.is_step_failure]
+    description = failure.step_failure_data.user_failure_data.description
+    assert "(key of type set exists): dispatch of 'backtest.run' to 'backtest' refused" in (
+        description
+    )
