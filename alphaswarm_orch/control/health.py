@@ -54,6 +54,8 @@ REQUEST_DEADLINE_SECONDS = 10.0
 """From connecting to the end of the request's headers; the response gets as long again."""
 MAX_CONNECTIONS = 64
 """Connections served at once (each holds a thread of the worker's main process)."""
+EVICTION_WAIT_SECONDS = 1.0
+"""How long a new connection waits for evicted ones' threads to end before it is refused."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self.max_connections = max_connections
         self.request_deadline = request_deadline
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
+        """Notified whenever a connection's thread ends."""
         self._serving = 0
         """Connections with a live thread (evicted ones included until their thread ends)."""
         self._reading: dict[socket.socket, None] = {}
@@ -194,8 +198,12 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        with self._lock:
+        with self._released:
             admitted = self._admit()
+            if not admitted and self._serving > self.max_connections:
+                # Evicted connections' threads are on their way out: wait for them (briefly:
+                # this is the accept loop) rather than turn away a scrape behind a flood.
+                admitted = self._released.wait_for(self._admit, timeout=EVICTION_WAIT_SECONDS)
             if admitted:
                 self._serving += 1
                 self._reading[request] = None
@@ -229,9 +237,10 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             self._release(request)
 
     def _release(self, request: Any) -> None:
-        with self._lock:
+        with self._released:
             self._serving -= 1
             self._reading.pop(request, None)
+            self._released.notify_all()
 
     def request_received(self, request: Any) -> None:
         """The connection has sent its request: no longer a candidate for eviction."""
