@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -249,7 +250,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that resets or vanishes is routine here, not a traceback on stderr."""
-        log.debug("health: connection from %s failed", client_address, exc_info=True)
+        routine = isinstance(sys.exc_info()[1], OSError)
+        level = logging.DEBUG if routine else logging.WARNING
+        log.log(level, "health: request from %s failed", client_address, exc_info=True)
 
     def connections(self) -> int:
         with self._lock:
