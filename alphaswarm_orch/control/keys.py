@@ -13,6 +13,12 @@ def dead_letter_stream(family: str) -> str:
     return f"alphaswarm:requests:{family}:dead"
 
 
+def request_ids(family: str) -> str:
+    """Hash request id -> digest of the content first accepted under it (and its entry id), so
+    a request id reused for different content is dead-lettered instead of silently dropped."""
+    return f"alphaswarm:requests:{family}:ids"
+
+
 def tick_stream(session_id: str) -> str:
     """A paper/HFT session's tick or event stream."""
     return f"ticks:{session_id}"

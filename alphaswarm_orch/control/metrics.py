@@ -449,9 +449,10 @@ class WorkerCollector(Collector):
 
 
 def ledger_lag_series(settings: Settings) -> list[GaugeMetricFamily]:
-    """The ledger mirror's lag, if the ledger package is there and its database answers."""
+    """The ledger mirror's lag and quarantine, if the ledger package is there and its
+    database answers."""
     try:
-        from alphaswarm_orch.ledger.mirror import mirror_status
+        from alphaswarm_orch.ledger.store import mirror_status
     except ImportError:
         return []
     try:
@@ -478,6 +479,11 @@ def ledger_lag_series(settings: Settings) -> list[GaugeMetricFamily]:
             "alphaswarm_ledger_mirror_synced_timestamp_seconds",
             "When the mirror last completed a pass (epoch seconds; absent before the first).",
             status.synced_at.timestamp() if status.synced_at else None,
+        ),
+        (
+            "alphaswarm_ledger_quarantined_events",
+            "Dagster events set aside in ledger_quarantine because the ledger cannot store them.",
+            status.quarantined,
         ),
     ):
         if value is not None:

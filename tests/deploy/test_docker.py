@@ -223,7 +223,8 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_services_cover_the_stack_and_every_light_queue(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"redis", "postgres"} | ORCH_SERVICES
+    monitoring = {"prometheus", "grafana"}  # tests/deploy/test_monitoring.py
+    assert set(compose["services"]) == {"redis", "postgres"} | monitoring | ORCH_SERVICES
     for name, queue in LIGHT_QUEUES.items():
         service = compose["services"][f"worker-{name}"]
         assert service["build"]["target"] == (
