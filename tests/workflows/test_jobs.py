@@ -18,9 +18,9 @@ from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.routing import step_queues
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import WORKLOAD_TAG
-from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR, WorkflowSpecError
+from alphaswarm_orch.workflows.spec import MAX_CHAIN, WORKFLOWS_DIR, WorkflowSpecError
 from tests.support.switches import write_switch
-from tests.workflows.test_spec import VALID, write
+from tests.workflows.test_spec import VALID, reversed_chain, write
 
 LIGHT_ONLY = """\
 name: light
@@ -103,6 +103,15 @@ def test_each_spec_becomes_a_job_with_its_schedule(
     assert [s.name for s in schedules if s.name.startswith("workflows_")] == [
         "workflows_nightly_job_schedule"
     ]
+
+
+def test_the_longest_chain_a_spec_may_have_builds_into_a_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dagster walks a job's graph recursively: the spec's bound keeps the load below that limit.
+    defs = definitions(tmp_path, monkeypatch, reversed_chain(MAX_CHAIN))
+    job = defs.resolve_job_def("workflows_chain_job")
+    assert len(job.nodes) == MAX_CHAIN
 
 
 def test_an_after_trigger_starts_the_job_once_per_upstream_success(
