@@ -13,6 +13,12 @@ def dead_letter_stream(family: str) -> str:
     return f"alphaswarm:requests:{family}:dead"
 
 
+def request_ids(family: str) -> str:
+    """Hash request id -> digest of the content first accepted under it (and its entry id), so
+    a request id reused for different content is dead-lettered instead of silently dropped."""
+    return f"alphaswarm:requests:{family}:ids"
+
+
 def tick_stream(session_id: str) -> str:
     """A paper/HFT session's tick or event stream."""
     return f"ticks:{session_id}"
@@ -31,3 +37,8 @@ def session_registry(family: str) -> str:
 def session_stop_key(session_id: str) -> str:
     """Set (to the reason) by a stop request; the session loop ends cleanly when it sees it."""
     return f"alphaswarm:sessions:{session_id}:stop"
+
+
+def refusal_episode_key(source: str, queue: str) -> str:
+    """The kill-switch episode `source` last recorded a refusal for, on `queue`."""
+    return f"alphaswarm:refusals:{source}:{queue}"

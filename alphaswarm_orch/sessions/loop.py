@@ -4,7 +4,9 @@ One consumer per session (a session is one run), so a restarted session finds it
 unacknowledged ticks in its own pending list and handles them first; ticks other consumers
 left pending are claimed too. Each tick is acknowledged after its handler returns, and the
 acknowledgement is pipelined with the stop checks (kill switch, per-queue kill switch, stop
-request), so the loop stops within one tick at the cost of no extra round trip.
+request), so the loop stops within one tick at the cost of no extra round trip. The switches
+are read under the kill switch's fail-closed rule: a key of any type, or a failed read, stops
+the session.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import redis
 
 from alphaswarm_orch.control.keys import session_stop_key, tick_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged, parse_reason
+from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged, read_states
 from alphaswarm_orch.sessions.ticks import InvalidTick, Tick, parse_tick
 
 GROUP = "alphaswarm-session"
@@ -72,11 +74,8 @@ class SessionLoop:
         self.block_ms = block_ms
         self.after_ack = after_ack
         """Called with each handled tick once it is acknowledged (latency measurement)."""
-        self.stop_keys = [
-            kill_switch.key_for(None),
-            kill_switch.key_for(queue),
-            session_stop_key(session_id),
-        ]
+        self.kill_keys = kill_switch.keys_for(queue)
+        self.stop_key = session_stop_key(session_id)
         self._shutdown = threading.Event()
 
     def request_shutdown(self) -> None:
@@ -87,7 +86,7 @@ class SessionLoop:
         self._ensure_group()
         self._claim_stale()
         ticks = invalid = 0
-        stop = self._stop_reason(self.client.mget(self.stop_keys))
+        stop = self._check_stop(self.client.pipeline(transaction=False))
         cursor = "0"  # our own pending entries first, then new ones
         ack = self.client.pipeline(transaction=False)  # reused: emptied by each execute()
         while stop is None:
@@ -105,7 +104,7 @@ class SessionLoop:
                 cursor = ">"
                 continue
             if not entries:
-                stop = self._stop_reason(self.client.mget(self.stop_keys))
+                stop = self._check_stop(ack)
                 continue
             for raw_id, fields in entries:
                 entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
@@ -119,8 +118,7 @@ class SessionLoop:
                     self.handle(tick)
                     ticks += 1
                 ack.xack(self.stream, GROUP, entry_id)
-                ack.mget(self.stop_keys)
-                stop = self._stop_reason(ack.execute()[1])
+                stop = self._check_stop(ack)
                 if tick is not None and self.after_ack is not None:
                     self.after_ack(tick)
                 if stop is not None or self._shutdown.is_set():
@@ -147,14 +145,25 @@ class SessionLoop:
             if start in (b"0-0", "0-0"):
                 return
 
-    def _stop_reason(self, values: list[bytes | None]) -> tuple[str, str, str | None] | None:
-        """(stopped_by, reason, kill key) for the first stop condition set, else None."""
-        for key, raw in zip(self.stop_keys, values, strict=True):
-            if raw is None:
-                continue
-            if key == self.stop_keys[-1]:
-                return ("stop_request", raw.decode("utf-8", "replace"), None)
-            return ("kill_switch", parse_reason(raw), key)
+    def _check_stop(self, pipe: redis.client.Pipeline) -> tuple[str, str, str | None] | None:
+        """Run `pipe` (an ack, or nothing) with the stop checks appended: (stopped_by, reason,
+        kill key) for the first stop condition set, else None.
+
+        The switches are read under the fail-closed rule: a failed read stops the session as
+        an engaged switch does. A failed ack is raised, as before.
+        """
+        pipe.get(self.stop_key)
+        switches, replies = read_states(pipe, self.kill_keys)
+        for state in switches:
+            if state is not None:
+                return ("kill_switch", state.reason, state.key)
+        assert not isinstance(replies, Exception)  # it would have engaged every switch
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        stop = replies[-1]
+        if stop is not None:
+            return ("stop_request", stop.decode("utf-8", "replace"), None)
         return None
 
 
