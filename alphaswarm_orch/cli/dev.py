@@ -48,8 +48,16 @@ from alphaswarm_orch.settings import Settings, redacted
 LOCATION_NAME = "alphaswarm_orch"
 DEFINITIONS_MODULE = "alphaswarm_orch.definitions"
 DEFAULT_GRACE_SECONDS = 20.0
-QUIET_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - \S+ - (DEBUG|INFO) - ")
-"""A Dagster/daemon log line below WARNING: sensor ticks every 0.5 s, each run's events."""
+_QUIET = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - \S+ - (DEBUG|INFO) - ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def is_quiet(line: str) -> bool:
+    """A Dagster log line below WARNING (colored or not): sensor ticks every 0.5 s, each
+    run's events. Hidden unless --verbose."""
+    return _QUIET.match(_ANSI.sub("", line)) is not None
+
+
 DEV_STACK_VAR = "ALPHASWARM_DEV_STACK"
 """Set in every service's environment to this stack's id: how its processes are found."""
 
@@ -238,7 +246,7 @@ class Stack:
             assert stream is not None
             for raw in iter(stream.readline, b""):
                 line = raw.decode(errors="replace").rstrip()
-                if self.verbose or not QUIET_LINE.match(line):
+                if self.verbose or not is_quiet(line):
                     click.echo(f"[{name}] {line}")
 
         thread = threading.Thread(target=pump, name=f"relay-{name}", daemon=True)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from alphaswarm_orch.cli.dev import plan
+from alphaswarm_orch.cli.dev import is_quiet, plan
 from alphaswarm_orch.settings import Settings
 
 
@@ -29,3 +29,14 @@ def test_broker_adds_workers_for_every_light_queue_hft_alone() -> None:
     }
     assert queues == {"worker": "default,paper,terraform,ingestion,workflows", "worker-hft": "hft"}
     assert missing == []
+
+
+def test_only_dagster_lines_below_warning_are_quiet() -> None:
+    colored = (
+        "\x1b[32m2026-12-01 16:01:55 +0000\x1b[0m - dagster.daemon - \x1b[34mINFO\x1b[0m - tick"
+    )
+    assert is_quiet(colored)
+    assert is_quiet("2026-12-01 16:01:55 +0000 - dagster - DEBUG - job - RUN_START - x")
+    assert not is_quiet("2026-12-01 16:01:55 +0000 - dagster.daemon - WARNING - no cursor")
+    assert not is_quiet("Traceback (most recent call last):")
+    assert not is_quiet("[2026-12-01 16:01:55,123: INFO/MainProcess] celery@dev ready.")
