@@ -2,7 +2,8 @@
 
 Real HTTP (a threaded server), scripted per scenario, and strict: every request it receives
 and every response it sends is validated against Airbyte's OpenAPI document
-(../shared/airbyte/api.yaml, loaded with spec validation off because of one dangling $ref).
+(`data/airbyte_api.yaml`, vendored with its source in `data/README.md`; loaded with spec
+validation off because of one dangling $ref).
 Violations are collected and the `fake_airbyte` fixture fails the test on any. Injected
 faults (429, 5xx) are not in the document and are the only responses sent unvalidated.
 """
@@ -26,8 +27,7 @@ from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-REPO = Path(__file__).resolve().parents[2]
-SPEC = REPO.parent / "shared" / "airbyte" / "api.yaml"
+SPEC = Path(__file__).with_name("data") / "airbyte_api.yaml"
 SPEC_HOST = "https://api.airbyte.com"
 """The spec's server is https://api.airbyte.com/v1; requests are validated as if sent there."""
 PREFIX = "/v1"
@@ -108,8 +108,8 @@ class FakeAirbyte:
     def __init__(self, spec: Path = SPEC) -> None:
         if not spec.is_file():
             raise RuntimeError(
-                f"Airbyte OpenAPI document not found at {spec}: the contract tests need "
-                "the repo's sibling ../shared/airbyte/api.yaml"
+                f"Airbyte OpenAPI document not found at {spec}: it is vendored in the "
+                "repository (tests/ingestion/data/airbyte_api.yaml)"
             )
         self.openapi = OpenAPI.from_file_path(str(spec), config=Config(spec_validator_cls=None))
         self.lock = threading.Lock()
