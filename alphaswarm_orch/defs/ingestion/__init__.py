@@ -23,6 +23,7 @@ from alphaswarm_orch.defs.ingestion.assets import (
 from alphaswarm_orch.defs.ingestion.checks import freshness_checks
 from alphaswarm_orch.defs.ingestion.config import (
     IngestionConfig,
+    config_path,
     load_ingestion_config,
 )
 from alphaswarm_orch.defs.ingestion.resources import (
@@ -61,7 +62,7 @@ def airbyte_resource(config: IngestionConfig) -> AirbyteResource:
 
 
 def build_defs(settings: Settings, config: IngestionConfig | None = None) -> dg.Definitions:
-    config = config or load_ingestion_config()
+    config = config or load_ingestion_config(config_path(settings))
     storage = PullStorage(settings)
     owners = config.owners
 

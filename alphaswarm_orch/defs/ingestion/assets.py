@@ -103,7 +103,7 @@ def _pull(
 
     A page that fails validation stops extraction before anything is loaded.
     """
-    with storage.run_pipeline(source.name, context.run_id) as pipeline:
+    with storage.run_pipeline(source.name, context.run_id, context.log) as pipeline:
         yield from dlt.run(
             context=context, dlt_source=source, dlt_pipeline=pipeline
         ).fetch_row_count()

@@ -16,7 +16,10 @@ from typing import Any
 import yaml
 from dagster._utils.schedules import is_valid_cron_string
 
+from alphaswarm_orch.settings import INGESTION_CONFIG, Settings
+
 CONNECTIONS_FILE = Path(__file__).with_name("connections.yaml")
+"""The connections file shipped in the package, used when ALPHASWARM_INGESTION_CONFIG is unset."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -56,6 +59,7 @@ AIRBYTE_TUNABLES = {
     "retry_max_elapsed_seconds": float,
     "cancel_on_deadline": bool,
     "cancel_on_termination": bool,
+    "cancel_on_error": bool,
 }
 """AirbyteResource fields connections.yaml may set (secrets and the URL come from the env)."""
 
@@ -74,6 +78,19 @@ class IngestionConfig:
     market_data: Cadence
     reference_data: Cadence
     reference_tables: tuple[SqlTable, ...]
+
+
+def config_path(settings: Settings) -> Path:
+    """ALPHASWARM_INGESTION_CONFIG (Settings.ingestion_config), else the shipped file."""
+    path = settings.ingestion_config
+    if path is None:
+        return CONNECTIONS_FILE
+    if not path.is_file():
+        raise IngestionConfigError(
+            f"{INGESTION_CONFIG}={str(path)!r} is not a file: point it at a connections file "
+            f"like {CONNECTIONS_FILE}, or unset it to use that one"
+        )
+    return path
 
 
 def load_ingestion_config(path: Path = CONNECTIONS_FILE) -> IngestionConfig:
