@@ -16,6 +16,7 @@ from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
+from filelock import FileLock
 
 from alphaswarm_orch.settings import Settings, sqlalchemy_url
 
@@ -36,6 +37,8 @@ class EnvironmentStorage(DagsterStorage, ConfigurableClass):
             return DagsterPostgresStorage(
                 sqlalchemy_url(settings.postgres_url), inst_data=inst_data
             )
-        return DagsterSqliteStorage.from_local(
-            str(settings.dagster_home / "storage"), inst_data=inst_data
-        )
+        base = settings.dagster_home / "storage"
+        base.mkdir(parents=True, exist_ok=True)
+        # Processes starting at once on a fresh dir would race to create the tables.
+        with FileLock(str(base / ".create.lock")):
+            return DagsterSqliteStorage.from_local(str(base), inst_data=inst_data)

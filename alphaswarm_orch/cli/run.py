@@ -2,6 +2,7 @@
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -24,8 +25,32 @@ def run_command(job: str, config: tuple[str, ...]) -> None:
     if not env.get("DAGSTER_HOME"):
         settings.dagster_home.mkdir(parents=True, exist_ok=True)
         env["DAGSTER_HOME"] = str(settings.dagster_home)
+        create_instance_once(settings.dagster_home)
     argv = [sys.executable, "-m", "dagster", "job", "execute"]
     argv += ["-m", "alphaswarm_orch.definitions", "-j", job]
     for path in config:
         argv += ["-c", path]
     os.execve(sys.executable, argv, env)
+
+
+INITIALIZED = ".alphaswarm-instance-ready"
+
+
+def create_instance_once(home: Path) -> None:
+    """Create the embedded instance's SQLite tables before `dagster job execute` does.
+
+    Two runs started at once on a fresh storage dir would both create them and one dies
+    (`table runs already exists`); here the first creates them under a file lock and leaves
+    a marker, so later runs skip this (and its import of dagster) entirely.
+    """
+    if (home / INITIALIZED).exists():
+        return
+    from filelock import FileLock
+
+    with FileLock(str(home / ".instance.lock")):
+        if (home / INITIALIZED).exists():
+            return
+        from dagster import DagsterInstance
+
+        DagsterInstance.from_config(str(home)).dispose()
+        (home / INITIALIZED).touch()
