@@ -67,7 +67,7 @@ def build_defs(settings: Settings, config: IngestionConfig | None = None) -> dg.
     owners = config.owners
 
     sample = sample_pull_assets(storage, owners)
-    market = market_data_pull_assets(storage, owners)
+    market = market_data_pull_assets(storage, owners, config.market_data_lookback_days)
     reference = reference_data_pull_assets(storage, config.reference_tables, owners)
     syncs = [(c, airbyte_sync_assets(c, owners)) for c in config.airbyte_connections]
 

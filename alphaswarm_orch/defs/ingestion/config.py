@@ -48,6 +48,8 @@ class AirbyteConnection:
 class SqlTable:
     name: str
     primary_key: tuple[str, ...]
+    cursor: str | None = None
+    """Column read incrementally (rows at or after the last loaded value); None: whole table."""
 
 
 AIRBYTE_AUTH_MODES = ("client_credentials", "bearer")
@@ -78,6 +80,8 @@ class IngestionConfig:
     market_data: Cadence
     reference_data: Cadence
     reference_tables: tuple[SqlTable, ...]
+    market_data_lookback_days: int = 3
+    """Daily bars: days before the last loaded date read again on each pull (corrections)."""
 
 
 def config_path(settings: Settings) -> Path:
@@ -130,19 +134,41 @@ def load_ingestion_config(path: Path = CONNECTIONS_FILE) -> IngestionConfig:
         market_data=_cadence(market, f"{where}: pulls.market_data"),
         reference_data=_cadence(reference, f"{where}: pulls.reference_data"),
         reference_tables=tuple(
-            SqlTable(
-                name=_name(name, f"{where}: pulls.reference_data.tables"),
-                primary_key=tuple(
-                    _strings(
-                        _mapping(spec, f"{where}: tables.{name}").get("primary_key"),
-                        f"{where}: pulls.reference_data.tables.{name}.primary_key",
-                        required=True,
-                    )
-                ),
-            )
+            _sql_table(name, spec, f"{where}: pulls.reference_data.tables")
             for name, spec in tables.items()
         ),
+        market_data_lookback_days=_lookback(market, f"{where}: pulls.market_data"),
     )
+
+
+def _sql_table(name: Any, spec: Any, where: str) -> SqlTable:
+    name = _name(name, where)
+    entry = _mapping(spec, f"{where}.{name}")
+    unknown = set(entry) - {"primary_key", "cursor"}
+    if unknown:
+        raise IngestionConfigError(
+            f"{where}.{name}: unknown setting(s) {', '.join(sorted(map(str, unknown)))}; "
+            "allowed: primary_key, cursor"
+        )
+    cursor = entry.get("cursor")
+    if cursor is not None and (not isinstance(cursor, str) or not cursor):
+        raise IngestionConfigError(f"{where}.{name}.cursor: {cursor!r} is not a column name")
+    return SqlTable(
+        name=name,
+        primary_key=tuple(
+            _strings(entry.get("primary_key"), f"{where}.{name}.primary_key", required=True)
+        ),
+        cursor=cursor,
+    )
+
+
+def _lookback(entry: dict[str, Any], where: str) -> int:
+    value = entry.get("lookback_days", 3)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise IngestionConfigError(
+            f"{where}.lookback_days: {value!r} must be a whole number of days >= 0"
+        )
+    return value
 
 
 def _airbyte_options(value: Any, where: str) -> AirbyteOptions:

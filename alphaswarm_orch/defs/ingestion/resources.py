@@ -615,9 +615,17 @@ class MarketDataApi(dg.ConfigurableResource):
     base_url: str = Field(description="e.g. https://marketdata.internal/v1")
     api_key: str | None = Field(default=None, description="Bearer key (dg.EnvVar); may be empty.")
     timeout_seconds: float = 30.0
+    max_attempts: int = Field(default=5, description="Per page: 429/5xx/connection errors.")
+    backoff_factor: float = Field(default=1.0, description="Retry waits grow from this (s).")
 
     def pages(self) -> PageReader:
-        return http_pages(self.base_url, api_key=self.api_key, timeout_seconds=self.timeout_seconds)
+        return http_pages(
+            self.base_url,
+            api_key=self.api_key,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            backoff_factor=self.backoff_factor,
+        )
 
 
 class ReferenceDatabase(dg.ConfigurableResource):
