@@ -76,27 +76,35 @@ def build_defs(settings: Settings, config: IngestionConfig | None = None) -> dg.
         sample,
         "Load the sample market data shipped with the package into the ingestion store.",
     )
+    airbyte_vars = (
+        (AIRBYTE_URL, AIRBYTE_TOKEN)
+        if config.airbyte.auth == "bearer"
+        else (AIRBYTE_URL, AIRBYTE_CLIENT_ID, AIRBYTE_CLIENT_SECRET)
+    )
     scheduled = [
         (
             asset_job("ingestion_pull_market_data_job", market, "Pull market data."),
             market,
             config.market_data,
+            ((MARKET_DATA_URL,), (MARKET_DATA_API_KEY,)),
         ),
         (
             asset_job("ingestion_pull_reference_data_job", reference, "Pull reference tables."),
             reference,
             config.reference_data,
+            ((REFERENCE_DB_URL,), ()),
         ),
     ] + [
         (
             asset_job(f"ingestion_sync_{c.name}_job", assets, f"Sync Airbyte connection {c.name}."),
             assets,
             c.cadence,
+            (airbyte_vars, ()),
         )
         for c, assets in syncs
     ]
     checks = freshness_checks(
-        {key: cadence.max_age_hours for _job, assets, cadence in scheduled for key in assets.keys}
+        {key: cadence.max_age_hours for _j, assets, cadence, _v in scheduled for key in assets.keys}
     )
     check_job = freshness_job(checks)
 
@@ -112,9 +120,12 @@ def build_defs(settings: Settings, config: IngestionConfig | None = None) -> dg.
     return dg.Definitions(
         assets=[sample, market, reference, *(assets for _c, assets in syncs)],
         asset_checks=[checks],
-        jobs=[sample_job, check_job, *(job for job, _a, _c in scheduled)],
+        jobs=[sample_job, check_job, *(job for job, _a, _c, _v in scheduled)],
         schedules=[
-            *(cron_schedule(job, cadence.cron) for job, _a, cadence in scheduled),
+            *(
+                cron_schedule(job, cadence.cron, *variables)
+                for job, _a, cadence, variables in scheduled
+            ),
             cron_schedule(check_job, FRESHNESS_CRON),
         ],
         resources=resources,

@@ -100,14 +100,18 @@ def config_path(settings: Settings) -> Path:
 def load_ingestion_config(path: Path = CONNECTIONS_FILE) -> IngestionConfig:
     """Parse and validate `path`; raise IngestionConfigError naming what is wrong."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        raw = yaml.safe_load(text)
+        lines = _Lines(path, yaml.compose(text))
     except (OSError, yaml.YAMLError) as exc:
-        raise IngestionConfigError(f"cannot read ingestion config {path}: {exc}") from exc
-    where = str(path)
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise IngestionConfigError(f"cannot read ingestion config {at}: {exc}") from exc
+    where = lines.at()
     doc = _mapping(raw, where)
-    owners = tuple(_strings(doc.get("owners", []), f"{where}: owners"))
+    owners = tuple(_strings(doc.get("owners", []), f"{lines.at('owners')}: owners"))
     connections = tuple(
-        _connection(item, f"{where}: airbyte_connections[{i}]")
+        _connection(item, f"{lines.at('airbyte_connections', i)}: airbyte_connections[{i}]")
         for i, item in enumerate(_list(doc.get("airbyte_connections") or [], where))
     )
     names = [c.name for c in connections]
@@ -122,23 +126,59 @@ def load_ingestion_config(path: Path = CONNECTIONS_FILE) -> IngestionConfig:
             f"{where}: airbyte connection name(s) {', '.join(sorted(reserved))} collide with "
             "the dlt pulls' asset prefixes; choose another name"
         )
-    airbyte = _airbyte_options(doc.get("airbyte") or {}, f"{where}: airbyte")
+    airbyte = _airbyte_options(doc.get("airbyte") or {}, f"{lines.at('airbyte')}: airbyte")
     pulls = _mapping(doc.get("pulls"), f"{where}: pulls")
-    market = _mapping(pulls.get("market_data"), f"{where}: pulls.market_data")
-    reference = _mapping(pulls.get("reference_data"), f"{where}: pulls.reference_data")
-    tables = _mapping(reference.get("tables"), f"{where}: pulls.reference_data.tables")
+    market_at = f"{lines.at('pulls', 'market_data')}: pulls.market_data"
+    reference_at = f"{lines.at('pulls', 'reference_data')}: pulls.reference_data"
+    market = _mapping(pulls.get("market_data"), market_at)
+    reference = _mapping(pulls.get("reference_data"), reference_at)
+    tables = _mapping(reference.get("tables"), f"{reference_at}.tables")
     return IngestionConfig(
         owners=owners,
         airbyte=airbyte,
         airbyte_connections=connections,
-        market_data=_cadence(market, f"{where}: pulls.market_data"),
-        reference_data=_cadence(reference, f"{where}: pulls.reference_data"),
+        market_data=_cadence(market, market_at),
+        reference_data=_cadence(reference, reference_at),
         reference_tables=tuple(
-            _sql_table(name, spec, f"{where}: pulls.reference_data.tables")
+            _sql_table(
+                name,
+                spec,
+                f"{lines.at('pulls', 'reference_data', 'tables', name)}: "
+                "pulls.reference_data.tables",
+            )
             for name, spec in tables.items()
         ),
-        market_data_lookback_days=_lookback(market, f"{where}: pulls.market_data"),
+        market_data_lookback_days=_lookback(market, market_at),
     )
+
+
+class _Lines:
+    """`file:line` of a path of keys/indexes in the YAML document (its deepest present node)."""
+
+    def __init__(self, path: Path, root: yaml.Node | None) -> None:
+        self.path = path
+        self.root = root
+
+    def at(self, *keys: str | int) -> str:
+        node = self.root
+        line = node.start_mark.line if node is not None else 0
+        for key in keys:
+            child = None
+            if isinstance(node, yaml.MappingNode):
+                child = next((v for k, v in node.value if k.value == key), None)
+                if child is not None:
+                    line = next(k for k, v in node.value if v is child).start_mark.line
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(key, int)
+                and key < len(node.value)
+            ):
+                child = node.value[key]
+                line = child.start_mark.line
+            if child is None:
+                break
+            node = child
+        return f"{self.path}:{line + 1}"
 
 
 def _sql_table(name: Any, spec: Any, where: str) -> SqlTable:
