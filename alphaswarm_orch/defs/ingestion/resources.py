@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import re
 import shutil
 import threading
@@ -20,12 +21,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import airbyte_api
 import dagster as dg
 import dlt
 import httpx
-from airbyte_api import api, errors, models
-from airbyte_api.utils import BackoffStrategy, RetryConfig
 from dlt.common.destination import Destination
 from dlt.destinations.impl.postgres.configuration import PostgresCredentials
 from filelock import FileLock, Timeout
@@ -33,6 +31,25 @@ from pydantic import Field
 
 from alphaswarm_orch.defs.ingestion.sources import PageReader, http_pages
 from alphaswarm_orch.settings import Settings
+
+
+class _Lazy:
+    """A module imported on first attribute access: the airbyte-api SDK costs ~0.3 s to
+    import, and every process loading the code location (each run, each step process) would
+    pay it even when no connection is configured."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+airbyte_api = _Lazy("airbyte_api")
+api = _Lazy("airbyte_api.api")
+errors = _Lazy("airbyte_api.errors")
+models = _Lazy("airbyte_api.models")
+_sdk_utils = _Lazy("airbyte_api.utils")
 
 AIRBYTE_URL = "ALPHASWARM_AIRBYTE_URL"
 AIRBYTE_CLIENT_ID = "ALPHASWARM_AIRBYTE_CLIENT_ID"
@@ -300,10 +317,10 @@ class AirbyteResource(dg.ConfigurableResource):
             )
         self.resolved_token_url()
 
-    def _retry(self, statuses: tuple[str, ...], *, connection_errors: bool) -> RetryConfig:
-        return RetryConfig(
+    def _retry(self, statuses: tuple[str, ...], *, connection_errors: bool) -> Any:
+        return _sdk_utils.RetryConfig(
             "backoff",
-            BackoffStrategy(
+            _sdk_utils.BackoffStrategy(
                 initial_interval=int(self.retry_initial_interval_seconds * 1000),
                 max_interval=int(self.retry_max_interval_seconds * 1000),
                 exponent=1.5,
@@ -562,7 +579,7 @@ class _Stopped(Exception):
 class _Session:
     """The SDK plus our token source; `call` retries once with a new token on 401/403."""
 
-    sdk: airbyte_api.AirbyteAPI
+    sdk: Any  # airbyte_api.AirbyteAPI
     credentials: _Credentials
     log: Any
 
