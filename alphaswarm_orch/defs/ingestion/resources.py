@@ -1,7 +1,7 @@
 """Resources of the ingestion domain: the Airbyte API client, the pulls' sources and storage.
 
 `AirbyteResource` wraps the airbyte-api 1.0.1 SDK with the settings its defaults get wrong
-for long syncs (DESIGN.md, known facts): a 5 s timeout, no retries, and a relative token URL
+for long syncs: a 5 s timeout, no retries, and a relative token URL
 that resolves against the wrong base when the API lives under a path.
 """
 
