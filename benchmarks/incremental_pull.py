@@ -31,6 +31,7 @@ from dagster_dlt import DagsterDltResource
 
 from alphaswarm_orch.defs.ingestion.assets import market_data_pull_assets
 from alphaswarm_orch.defs.ingestion.resources import MarketDataApi, PullStorage
+from alphaswarm_orch.defs.ingestion.sources import DEFAULT_LOOKBACK_DAYS
 from alphaswarm_orch.settings import Settings
 from tests.ingestion.market_api import running_market_api
 
@@ -117,8 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratio = full_s / incremental_s
     print(f"\nfull reload / incremental: {ratio:.1f}x (target >= 20x)")
-    fetched_only_new = incremental["rows_fetched"] <= symbols * 4  # lookback 3 days + new day
-    print(f"incremental fetched only the lookback window and the new day: {fetched_only_new}")
+    # The start is the last loaded date minus the lookback (calendar days, inclusive), so at
+    # most lookback + 1 loaded days are read again for corrections, plus the new day.
+    window_days = DEFAULT_LOOKBACK_DAYS + 2
+    fetched_only_new = incremental["rows_fetched"] <= symbols * window_days
+    print(
+        f"incremental fetched only the {DEFAULT_LOOKBACK_DAYS}-day lookback window and the new "
+        f"day (<= {symbols * window_days:,} rows): {fetched_only_new}"
+    )
     return 0 if ratio >= 20 and fetched_only_new else 1
 
 
