@@ -22,6 +22,7 @@ REDIS_URL = "ALPHASWARM_REDIS_URL"
 KILL_SWITCH_KEY = "ALPHASWARM_KILL_SWITCH_KEY"
 METRICS_PORT = "ALPHASWARM_METRICS_PORT"
 SENSOR_LOOP_SECONDS = "ALPHASWARM_SENSOR_LOOP_SECONDS"
+INGESTION_CONFIG = "ALPHASWARM_INGESTION_CONFIG"
 
 DEFAULT_STORAGE_DIR = "./.alphaswarm"
 DEFAULT_KILL_SWITCH_KEY = "alphaswarm:kill_switch"
@@ -50,6 +51,7 @@ class Settings:
     metrics_port: int
     sensor_loop_seconds: float = DEFAULT_SENSOR_LOOP_SECONDS
     """Period of dagster-daemon's sensor loop under `alphaswarm-orch daemon` (Dagster: 5 s)."""
+    ingestion_config: Path | None = None  # ALPHASWARM_INGESTION_CONFIG: the connections file
 
     @property
     def embedded(self) -> bool:
@@ -154,6 +156,7 @@ class Settings:
             kill_switch_key=get(KILL_SWITCH_KEY) or DEFAULT_KILL_SWITCH_KEY,
             metrics_port=metrics_port,
             sensor_loop_seconds=sensor_loop,
+            ingestion_config=Path(raw).expanduser() if (raw := get(INGESTION_CONFIG)) else None,
         )
 
 

@@ -2,9 +2,16 @@
 
 Real HTTP (a threaded server), scripted per scenario, and strict: every request it receives
 and every response it sends is validated against Airbyte's OpenAPI document
-(../shared/airbyte/api.yaml, loaded with spec validation off because of one dangling $ref).
-Violations are collected and the `fake_airbyte` fixture fails the test on any. Injected
-faults (429, 5xx) are not in the document and are the only responses sent unvalidated.
+(`data/airbyte_api.yaml`, vendored with its source in `data/README.md`; loaded with spec
+validation off because of one dangling $ref).
+Violations are collected and the `fake_airbyte` fixture fails the test on any. Responses the
+document does not declare (injected 429/5xx, 401 for a revoked token, 409 for a second sync of
+a connection, as Airbyte answers) are the only ones sent unvalidated.
+
+Scenarios beyond the happy path: a POST /jobs while the connection has an unfinished job is
+answered 409 (Airbyte refuses a second sync); `race_lists(n)` holds the next n GET /jobs
+until all n arrived, forcing n launches to race into POST; `revoke_tokens` / `revoke_at` make issued
+tokens answer 401 or 403 (an expired or rotated token).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,8 +33,7 @@ from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-REPO = Path(__file__).resolve().parents[2]
-SPEC = REPO.parent / "shared" / "airbyte" / "api.yaml"
+SPEC = Path(__file__).with_name("data") / "airbyte_api.yaml"
 SPEC_HOST = "https://api.airbyte.com"
 """The spec's server is https://api.airbyte.com/v1; requests are validated as if sent there."""
 PREFIX = "/v1"
@@ -108,8 +114,8 @@ class FakeAirbyte:
     def __init__(self, spec: Path = SPEC) -> None:
         if not spec.is_file():
             raise RuntimeError(
-                f"Airbyte OpenAPI document not found at {spec}: the contract tests need "
-                "the repo's sibling ../shared/airbyte/api.yaml"
+                f"Airbyte OpenAPI document not found at {spec}: it is vendored in the "
+                "repository (tests/ingestion/data/airbyte_api.yaml)"
             )
         self.openapi = OpenAPI.from_file_path(str(spec), config=Config(spec_validator_cls=None))
         self.lock = threading.Lock()
@@ -119,6 +125,13 @@ class FakeAirbyte:
         self.faults: dict[tuple[str, str], list[Fault]] = {}
         self.post_delay_seconds = 0.0
         self.bearer_tokens = {"static-test-token"}
+        self.rejected_tokens: dict[str, int] = {}
+        self.revocations: list[tuple[str, str, int, int]] = []
+        self.conflict_on_active = True
+        self.list_barrier: threading.Barrier | None = None
+        self.list_waiters = 0
+        self.issue_rejected: int | None = None
+        """When set, every token issued is already rejected with this status (a revoked app)."""
         self.seen: list[Seen] = []
         self.violations: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -152,6 +165,29 @@ class FakeAirbyte:
         """Answer the next `method` on `route` ('jobs', 'job', 'token') with `status`."""
         with self.lock:
             self.faults.setdefault((method, route), []).append(Fault(status, retry_after))
+
+    def race_lists(self, clients: int) -> None:
+        """Hold the next `clients` GET /jobs until all of them arrived (then answer all)."""
+        with self.lock:
+            self.list_barrier = threading.Barrier(clients)
+            self.list_waiters = 0
+
+    def revoke_tokens(self, status: int = 401) -> None:
+        """Every token issued so far (and the static one) is answered with `status` from now."""
+        with self.lock:
+            self._revoke(status)
+
+    def revoke_at(
+        self, method: str, route: str, nth: int, status: int = 401, *, new_too: bool = False
+    ) -> None:
+        """Revoke every issued token just before serving the `nth` `method` on `route`
+        (and, with `new_too`, every token issued after that: the application lost access)."""
+        with self.lock:
+            self.revocations.append((method, route, nth, -status if new_too else status))
+
+    def _revoke(self, status: int) -> None:
+        for token in self.bearer_tokens:
+            self.rejected_tokens[token] = status
 
     def requests(self, method: str | None = None, route: str | None = None) -> list[Seen]:
         with self.lock:
@@ -198,10 +234,26 @@ class FakeAirbyte:
             content_type=content_type,
             body=body or None,
         )
+        with self.lock:
+            served = 1 + sum(
+                1 for s in self.seen if s.method == method and _route(s.path)[0] == route
+            )
+            for plan in [r for r in self.revocations if r[:3] == (method, route, served)]:
+                self.revocations.remove(plan)
+                self._revoke(abs(plan[3]))
+                if plan[3] < 0:
+                    self.issue_rejected = -plan[3]
         problem = self._check_request(spec_request, route, headers)
         if problem:
             self.violations.append(f"{method} {raw_path}: {problem}")
             return self._send(spec_request, 400, {"message": problem}, validate=False)
+        if route != "token":
+            with self.lock:
+                rejected = self.rejected_tokens.get(headers.get("Authorization", "")[7:])
+            if rejected == 403:  # declared by the document, without a body
+                return self._send(spec_request, 403, None)
+            if rejected is not None:
+                return self._send(spec_request, rejected, {"message": "token expired"}, False)
         with self.lock:
             fault = self.faults.get((method, route), [])
             if fault:
@@ -214,9 +266,19 @@ class FakeAirbyte:
             token = f"token-{uuid.uuid4().hex}"
             with self.lock:
                 self.bearer_tokens.add(token)
+                if self.issue_rejected is not None:
+                    self.rejected_tokens[token] = self.issue_rejected
             reply = {"access_token": token, "token_type": "Bearer", "expires_in": 3600}
             return self._send(spec_request, 200, reply)
         if route == "jobs" and method == "GET":
+            with self.lock:
+                barrier = self.list_barrier
+                self.list_waiters += barrier is not None
+                if barrier is not None and self.list_waiters >= barrier.parties:
+                    self.list_barrier = None  # one-shot: later lists answer at once
+            if barrier is not None:
+                with suppress(threading.BrokenBarrierError):
+                    barrier.wait(timeout=30)
             with self.lock:
                 data = [
                     j.body()
@@ -229,6 +291,15 @@ class FakeAirbyte:
                 time.sleep(self.post_delay_seconds)
             request = json.loads(body)
             with self.lock:
+                running = [
+                    j
+                    for j in self.jobs.values()
+                    if j.connection_id == request["connectionId"]
+                    and j.status in ("pending", "queued", "running", "incomplete")
+                ]
+                if running and self.conflict_on_active:
+                    message = {"message": f"A sync is already running for job {running[0].job_id}"}
+                    return self._send(spec_request, 409, message, validate=False)
                 job = self._new_job(request["connectionId"], self.new_job_statuses)
                 reply = job.body()
             return self._send(spec_request, 200, reply)

@@ -10,6 +10,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -21,7 +22,7 @@ from alphaswarm_orch.defs.ingestion.assets import airbyte_sync_assets
 from alphaswarm_orch.defs.ingestion.config import AirbyteConnection, Cadence
 from alphaswarm_orch.defs.ingestion.resources import AirbyteConfigError, AirbyteResource
 from alphaswarm_orch.queues import QUEUE_TAG
-from tests.ingestion.fake_airbyte import FakeAirbyte, _SpecRequest, running_fake
+from tests.ingestion.fake_airbyte import SPEC, FakeAirbyte, _SpecRequest, running_fake
 
 STREAMS = ("prices", "corporate_actions")
 
@@ -289,3 +290,11 @@ def test_bad_airbyte_config_is_named(overrides, message):
         AirbyteResource(**config).session(),
     ):
         pass
+
+
+def test_the_openapi_document_travels_with_the_repository():
+    """A fresh clone has everything the contract tests read: nothing outside the repo."""
+    repo = Path(__file__).resolve().parents[2]
+    assert SPEC.resolve().is_relative_to(repo), SPEC
+    assert SPEC.is_file()
+    assert "airbyte_api.yaml" in (SPEC.parent / "README.md").read_text()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -160,3 +163,108 @@ def test_freshness_check_passes_when_fresh_and_warns_when_stale_or_never():
             [prices, stale], instance=instance, selection=dg.AssetSelection.checks(stale)
         )
         assert [e.passed for e in late.get_asset_check_evaluations()] == [False]
+
+
+def test_config_errors_name_the_file_and_line(tmp_path):
+    path = config_with(tmp_path, CONNECTION.replace("26", "-1"))
+    line = next(
+        i
+        for i, text in enumerate(path.read_text().splitlines(), 1)
+        if text.startswith("  - name: vendor_prices")
+    )
+    with pytest.raises(
+        IngestionConfigError, match=re.escape(f"{path}:{line}: airbyte_connections[0]")
+    ):
+        load_ingestion_config(path)
+    path.write_text(
+        CONNECTIONS_FILE.read_text().replace(
+            "exchanges: {primary_key: [mic]}", "exchanges: {primary_key: [mic], cursor: 5}"
+        )
+    )
+    line = next(
+        i for i, text in enumerate(path.read_text().splitlines(), 1) if "exchanges:" in text
+    )
+    with pytest.raises(
+        IngestionConfigError,
+        match=re.escape(f"{path}:{line}: pulls.reference_data.tables.exchanges.cursor: 5"),
+    ):
+        load_ingestion_config(path)
+
+
+def test_ingestion_config_variable_selects_the_file_in_a_real_process(tmp_path):
+    """`dagster definitions validate` (a fresh process) loads ALPHASWARM_INGESTION_CONFIG, and
+    names the file and line of a bad entry, or the variable when the file is missing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALPHASWARM_", "DAGSTER_"))}
+    env["ALPHASWARM_STORAGE_DIR"] = str(tmp_path / "storage")
+    argv = [sys.executable, "-m", "dagster", "definitions", "validate"]
+    argv += ["-m", "alphaswarm_orch.definitions"]
+    bad = config_with(tmp_path, CONNECTION.replace('"0 6 * * 1-5"', '"every morning"'))
+    line = next(
+        i
+        for i, text in enumerate(bad.read_text().splitlines(), 1)
+        if text.startswith("  - name: vendor_prices")
+    )
+
+    def validate(config: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv,
+            env={**env, "ALPHASWARM_INGESTION_CONFIG": str(config)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    failed = validate(bad)
+    assert failed.returncode != 0
+    assert f"{bad}:{line}: airbyte_connections[0] (vendor_prices): cron 'every morning'" in (
+        failed.stdout + failed.stderr
+    )
+    missing = validate(tmp_path / "nope.yaml")
+    assert missing.returncode != 0
+    assert f"ALPHASWARM_INGESTION_CONFIG='{tmp_path / 'nope.yaml'}' is not a file" in (
+        missing.stdout + missing.stderr
+    )
+
+
+SCHEDULE_VARIABLES = {
+    "ingestion_pull_market_data_job_schedule": {
+        "ALPHASWARM_MARKET_DATA_URL": "http://127.0.0.1:9/v1",
+        "ALPHASWARM_MARKET_DATA_API_KEY": "",
+    },
+    "ingestion_pull_reference_data_job_schedule": {
+        "ALPHASWARM_REFERENCE_DB_URL": "sqlite:///refdata.db"
+    },
+    "ingestion_sync_vendor_prices_job_schedule": {
+        "ALPHASWARM_AIRBYTE_URL": "http://127.0.0.1:9/v1",
+        "ALPHASWARM_AIRBYTE_CLIENT_ID": "app",
+        "ALPHASWARM_AIRBYTE_CLIENT_SECRET": "secret",
+    },
+}
+
+
+def test_schedules_run_by_default_and_skip_naming_a_missing_variable(tmp_path, monkeypatch):
+    defs = defs_for(tmp_path, config_with(tmp_path, CONNECTION))
+    schedules = {s.name: s for s in defs.schedules}
+    assert {s.default_status for s in schedules.values()} == {dg.DefaultScheduleStatus.RUNNING}
+    for variables in SCHEDULE_VARIABLES.values():
+        for name in variables:
+            monkeypatch.delenv(name, raising=False)
+
+    for name, variables in SCHEDULE_VARIABLES.items():
+        with dg.build_schedule_context() as context:
+            tick = schedules[name].evaluate_tick(context)
+        assert not tick.run_requests, name
+        assert f"{name}: not configured here: {', '.join(variables)}" in tick.skip_message
+
+        for variable, value in variables.items():
+            monkeypatch.setenv(variable, value)
+        with dg.build_schedule_context() as context:
+            tick = schedules[name].evaluate_tick(context)
+        assert tick.skip_message is None, name
+        (request,) = tick.run_requests
+        assert request.tags[WORKLOAD_TAG] == "ingestion"
+
+    with dg.build_schedule_context() as context:  # nothing to configure: always runs
+        tick = schedules["ingestion_check_freshness_job_schedule"].evaluate_tick(context)
+    assert len(tick.run_requests) == 1

@@ -23,6 +23,7 @@ from alphaswarm_orch.defs.ingestion.assets import (
 from alphaswarm_orch.defs.ingestion.checks import freshness_checks
 from alphaswarm_orch.defs.ingestion.config import (
     IngestionConfig,
+    config_path,
     load_ingestion_config,
 )
 from alphaswarm_orch.defs.ingestion.resources import (
@@ -61,12 +62,12 @@ def airbyte_resource(config: IngestionConfig) -> AirbyteResource:
 
 
 def build_defs(settings: Settings, config: IngestionConfig | None = None) -> dg.Definitions:
-    config = config or load_ingestion_config()
+    config = config or load_ingestion_config(config_path(settings))
     storage = PullStorage(settings)
     owners = config.owners
 
     sample = sample_pull_assets(storage, owners)
-    market = market_data_pull_assets(storage, owners)
+    market = market_data_pull_assets(storage, owners, config.market_data_lookback_days)
     reference = reference_data_pull_assets(storage, config.reference_tables, owners)
     syncs = [(c, airbyte_sync_assets(c, owners)) for c in config.airbyte_connections]
 
@@ -75,27 +76,35 @@ def build_defs(settings: Settings, config: IngestionConfig | None = None) -> dg.
         sample,
         "Load the sample market data shipped with the package into the ingestion store.",
     )
+    airbyte_vars = (
+        (AIRBYTE_URL, AIRBYTE_TOKEN)
+        if config.airbyte.auth == "bearer"
+        else (AIRBYTE_URL, AIRBYTE_CLIENT_ID, AIRBYTE_CLIENT_SECRET)
+    )
     scheduled = [
         (
             asset_job("ingestion_pull_market_data_job", market, "Pull market data."),
             market,
             config.market_data,
+            ((MARKET_DATA_URL,), (MARKET_DATA_API_KEY,)),
         ),
         (
             asset_job("ingestion_pull_reference_data_job", reference, "Pull reference tables."),
             reference,
             config.reference_data,
+            ((REFERENCE_DB_URL,), ()),
         ),
     ] + [
         (
             asset_job(f"ingestion_sync_{c.name}_job", assets, f"Sync Airbyte connection {c.name}."),
             assets,
             c.cadence,
+            (airbyte_vars, ()),
         )
         for c, assets in syncs
     ]
     checks = freshness_checks(
-        {key: cadence.max_age_hours for _job, assets, cadence in scheduled for key in assets.keys}
+        {key: cadence.max_age_hours for _j, assets, cadence, _v in scheduled for key in assets.keys}
     )
     check_job = freshness_job(checks)
 
@@ -111,9 +120,12 @@ def build_defs(settings: Settings, config: IngestionConfig | None = None) -> dg.
     return dg.Definitions(
         assets=[sample, market, reference, *(assets for _c, assets in syncs)],
         asset_checks=[checks],
-        jobs=[sample_job, check_job, *(job for job, _a, _c in scheduled)],
+        jobs=[sample_job, check_job, *(job for job, _a, _c, _v in scheduled)],
         schedules=[
-            *(cron_schedule(job, cadence.cron) for job, _a, cadence in scheduled),
+            *(
+                cron_schedule(job, cadence.cron, *variables)
+                for job, _a, cadence, variables in scheduled
+            ),
             cron_schedule(check_job, FRESHNESS_CRON),
         ],
         resources=resources,

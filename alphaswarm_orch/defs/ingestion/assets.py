@@ -19,7 +19,9 @@ from alphaswarm_orch.defs.ingestion.resources import (
     ReferenceDatabase,
 )
 from alphaswarm_orch.defs.ingestion.sources import (
+    DEFAULT_LOOKBACK_DAYS,
     SPEC_ONLY_DATABASE,
+    PullStats,
     file_pages,
     market_data_source,
     reference_data_source,
@@ -98,15 +100,43 @@ def _pull(
     dlt: DagsterDltResource,
     storage: PullStorage,
     source: DltSource,
+    stats: PullStats | None = None,
 ) -> Iterator[dg.MaterializeResult]:
     """Run one pull and yield per-table results with column schema and row counts.
 
-    A page that fails validation stops extraction before anything is loaded.
+    A page that fails validation stops extraction before anything is loaded. Metadata adds
+    `rows_fetched` (read from the source) next to `rows_written` (loaded into the table),
+    the incremental start, and `duplicate_keys` (a warning) when one load repeated a key.
     """
-    with storage.run_pipeline(source.name, context.run_id) as pipeline:
-        yield from dlt.run(
-            context=context, dlt_source=source, dlt_pipeline=pipeline
-        ).fetch_row_count()
+    with storage.run_pipeline(source.name, context.run_id, context.log) as pipeline:
+        results = dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline)
+        for result in results.fetch_row_count():
+            if stats is not None and isinstance(result, dg.MaterializeResult):
+                result = _with_stats(context, result, stats)
+            yield result
+
+
+def _with_stats(
+    context: dg.AssetExecutionContext, result: dg.MaterializeResult, stats: PullStats
+) -> dg.MaterializeResult:
+    table = result.asset_key.path[-1] if result.asset_key else ""
+    metadata = dict(result.metadata or {})
+    written = metadata.get("rows_loaded")
+    extra: dict[str, object] = {
+        "rows_fetched": stats.fetched.get(table, 0),
+        "rows_written": written if written is not None else 0,
+        "incremental_since": stats.since.get(table, "full read"),
+    }
+    duplicates = stats.duplicates.get(table, 0)
+    if duplicates:
+        message = (
+            f"{duplicates} row(s) of {table} repeated a key already seen in this load; "
+            "the table keeps one row per key"
+        )
+        context.log.warning(message)
+        extra["duplicate_keys"] = duplicates
+        extra["warning"] = message
+    return result._replace(metadata={**metadata, **extra})
 
 
 def sample_pull_assets(storage: PullStorage, owners: tuple[str, ...]) -> dg.AssetsDefinition:
@@ -120,15 +150,21 @@ def sample_pull_assets(storage: PullStorage, owners: tuple[str, ...]) -> dg.Asse
         op_tags=queue_tags(INGESTION_QUEUE),
     )
     def _assets(context: dg.AssetExecutionContext, dlt: DagsterDltResource):
-        yield from _pull(context, dlt, storage, market_data_source(file_pages(), name="sample"))
+        stats = PullStats()
+        source = market_data_source(file_pages(), name="sample", stats=stats)
+        yield from _pull(context, dlt, storage, source, stats)
 
     return _assets
 
 
-def market_data_pull_assets(storage: PullStorage, owners: tuple[str, ...]) -> dg.AssetsDefinition:
-    """Instruments and daily bars from the market-data REST API."""
+def market_data_pull_assets(
+    storage: PullStorage,
+    owners: tuple[str, ...],
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+) -> dg.AssetsDefinition:
+    """Instruments and daily bars (incremental, `lookback_days` re-read) from the REST API."""
 
-    def unread(endpoint: str) -> Iterator[tuple[str, object]]:
+    def unread(endpoint: str, params: dict[str, str]) -> Iterator[tuple[str, object]]:
         raise RuntimeError("declaration-only source: the run reads through MarketDataApi")
 
     @dlt_assets(
@@ -141,7 +177,11 @@ def market_data_pull_assets(storage: PullStorage, owners: tuple[str, ...]) -> dg
     def _assets(
         context: dg.AssetExecutionContext, dlt: DagsterDltResource, market_data_api: MarketDataApi
     ):
-        yield from _pull(context, dlt, storage, market_data_source(market_data_api.pages()))
+        stats = PullStats()
+        source = market_data_source(
+            market_data_api.pages(), lookback_days=lookback_days, stats=stats
+        )
+        yield from _pull(context, dlt, storage, source, stats)
 
     return _assets
 
@@ -156,7 +196,9 @@ def reference_data_pull_assets(
         dlt_pipeline=storage.declared_pipeline("reference_data"),
         name="ingestion_reference_data_pull",
         dagster_dlt_translator=_PullTranslator(
-            owners, "Table `{table}` of the reference database, merged on its primary key."
+            owners,
+            "Table `{table}` of the reference database: by its cursor column, merged on its "
+            "primary key, else read whole and replaced.",
         ),
         op_tags=queue_tags(INGESTION_QUEUE),
     )

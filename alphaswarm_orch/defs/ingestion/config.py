@@ -16,7 +16,10 @@ from typing import Any
 import yaml
 from dagster._utils.schedules import is_valid_cron_string
 
+from alphaswarm_orch.settings import INGESTION_CONFIG, Settings
+
 CONNECTIONS_FILE = Path(__file__).with_name("connections.yaml")
+"""The connections file shipped in the package, used when ALPHASWARM_INGESTION_CONFIG is unset."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -45,6 +48,8 @@ class AirbyteConnection:
 class SqlTable:
     name: str
     primary_key: tuple[str, ...]
+    cursor: str | None = None
+    """Column read incrementally (rows at or after the last loaded value); None: whole table."""
 
 
 AIRBYTE_AUTH_MODES = ("client_credentials", "bearer")
@@ -56,6 +61,7 @@ AIRBYTE_TUNABLES = {
     "retry_max_elapsed_seconds": float,
     "cancel_on_deadline": bool,
     "cancel_on_termination": bool,
+    "cancel_on_error": bool,
 }
 """AirbyteResource fields connections.yaml may set (secrets and the URL come from the env)."""
 
@@ -74,19 +80,38 @@ class IngestionConfig:
     market_data: Cadence
     reference_data: Cadence
     reference_tables: tuple[SqlTable, ...]
+    market_data_lookback_days: int = 3
+    """Daily bars: days before the last loaded date read again on each pull (corrections)."""
+
+
+def config_path(settings: Settings) -> Path:
+    """ALPHASWARM_INGESTION_CONFIG (Settings.ingestion_config), else the shipped file."""
+    path = settings.ingestion_config
+    if path is None:
+        return CONNECTIONS_FILE
+    if not path.is_file():
+        raise IngestionConfigError(
+            f"{INGESTION_CONFIG}={str(path)!r} is not a file: point it at a connections file "
+            f"like {CONNECTIONS_FILE}, or unset it to use that one"
+        )
+    return path
 
 
 def load_ingestion_config(path: Path = CONNECTIONS_FILE) -> IngestionConfig:
     """Parse and validate `path`; raise IngestionConfigError naming what is wrong."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        raw = yaml.safe_load(text)
+        lines = _Lines(path, yaml.compose(text))
     except (OSError, yaml.YAMLError) as exc:
-        raise IngestionConfigError(f"cannot read ingestion config {path}: {exc}") from exc
-    where = str(path)
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise IngestionConfigError(f"cannot read ingestion config {at}: {exc}") from exc
+    where = lines.at()
     doc = _mapping(raw, where)
-    owners = tuple(_strings(doc.get("owners", []), f"{where}: owners"))
+    owners = tuple(_strings(doc.get("owners", []), f"{lines.at('owners')}: owners"))
     connections = tuple(
-        _connection(item, f"{where}: airbyte_connections[{i}]")
+        _connection(item, f"{lines.at('airbyte_connections', i)}: airbyte_connections[{i}]")
         for i, item in enumerate(_list(doc.get("airbyte_connections") or [], where))
     )
     names = [c.name for c in connections]
@@ -101,31 +126,89 @@ def load_ingestion_config(path: Path = CONNECTIONS_FILE) -> IngestionConfig:
             f"{where}: airbyte connection name(s) {', '.join(sorted(reserved))} collide with "
             "the dlt pulls' asset prefixes; choose another name"
         )
-    airbyte = _airbyte_options(doc.get("airbyte") or {}, f"{where}: airbyte")
+    airbyte = _airbyte_options(doc.get("airbyte") or {}, f"{lines.at('airbyte')}: airbyte")
     pulls = _mapping(doc.get("pulls"), f"{where}: pulls")
-    market = _mapping(pulls.get("market_data"), f"{where}: pulls.market_data")
-    reference = _mapping(pulls.get("reference_data"), f"{where}: pulls.reference_data")
-    tables = _mapping(reference.get("tables"), f"{where}: pulls.reference_data.tables")
+    market_at = f"{lines.at('pulls', 'market_data')}: pulls.market_data"
+    reference_at = f"{lines.at('pulls', 'reference_data')}: pulls.reference_data"
+    market = _mapping(pulls.get("market_data"), market_at)
+    reference = _mapping(pulls.get("reference_data"), reference_at)
+    tables = _mapping(reference.get("tables"), f"{reference_at}.tables")
     return IngestionConfig(
         owners=owners,
         airbyte=airbyte,
         airbyte_connections=connections,
-        market_data=_cadence(market, f"{where}: pulls.market_data"),
-        reference_data=_cadence(reference, f"{where}: pulls.reference_data"),
+        market_data=_cadence(market, market_at),
+        reference_data=_cadence(reference, reference_at),
         reference_tables=tuple(
-            SqlTable(
-                name=_name(name, f"{where}: pulls.reference_data.tables"),
-                primary_key=tuple(
-                    _strings(
-                        _mapping(spec, f"{where}: tables.{name}").get("primary_key"),
-                        f"{where}: pulls.reference_data.tables.{name}.primary_key",
-                        required=True,
-                    )
-                ),
+            _sql_table(
+                name,
+                spec,
+                f"{lines.at('pulls', 'reference_data', 'tables', name)}: "
+                "pulls.reference_data.tables",
             )
             for name, spec in tables.items()
         ),
+        market_data_lookback_days=_lookback(market, market_at),
     )
+
+
+class _Lines:
+    """`file:line` of a path of keys/indexes in the YAML document (its deepest present node)."""
+
+    def __init__(self, path: Path, root: yaml.Node | None) -> None:
+        self.path = path
+        self.root = root
+
+    def at(self, *keys: str | int) -> str:
+        node = self.root
+        line = node.start_mark.line if node is not None else 0
+        for key in keys:
+            child = None
+            if isinstance(node, yaml.MappingNode):
+                child = next((v for k, v in node.value if k.value == key), None)
+                if child is not None:
+                    line = next(k for k, v in node.value if v is child).start_mark.line
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(key, int)
+                and key < len(node.value)
+            ):
+                child = node.value[key]
+                line = child.start_mark.line
+            if child is None:
+                break
+            node = child
+        return f"{self.path}:{line + 1}"
+
+
+def _sql_table(name: Any, spec: Any, where: str) -> SqlTable:
+    name = _name(name, where)
+    entry = _mapping(spec, f"{where}.{name}")
+    unknown = set(entry) - {"primary_key", "cursor"}
+    if unknown:
+        raise IngestionConfigError(
+            f"{where}.{name}: unknown setting(s) {', '.join(sorted(map(str, unknown)))}; "
+            "allowed: primary_key, cursor"
+        )
+    cursor = entry.get("cursor")
+    if cursor is not None and (not isinstance(cursor, str) or not cursor):
+        raise IngestionConfigError(f"{where}.{name}.cursor: {cursor!r} is not a column name")
+    return SqlTable(
+        name=name,
+        primary_key=tuple(
+            _strings(entry.get("primary_key"), f"{where}.{name}.primary_key", required=True)
+        ),
+        cursor=cursor,
+    )
+
+
+def _lookback(entry: dict[str, Any], where: str) -> int:
+    value = entry.get("lookback_days", 3)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise IngestionConfigError(
+            f"{where}.lookback_days: {value!r} must be a whole number of days >= 0"
+        )
+    return value
 
 
 def _airbyte_options(value: Any, where: str) -> AirbyteOptions:
