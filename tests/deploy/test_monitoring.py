@@ -141,6 +141,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
         "AlphaswarmSessionsWaitingForSlot",
         "AlphaswarmLedgerMirrorLagging",
         "AlphaswarmLedgerMirrorStalled",
+        "AlphaswarmLedgerQuarantine",
         "AlphaswarmDeadLetters",
         "AlphaswarmKillSwitchEngaged",
         "AlphaswarmRunStepsFailing",
