@@ -1,27 +1,53 @@
-"""Entry point: one click group, one module per command family."""
+"""Entry point: one click group, one module per command family.
+
+Command modules are imported only when their command runs (click's lazy-group pattern), so a
+command that does not need Dagster does not pay for importing it: `kill-switch` and `submit`
+need Redis only, and an emergency stop must be instant. `--help` still lists every command
+(it imports them all).
+"""
+
+import importlib
+from typing import Any
 
 import click
 
-from alphaswarm_orch.cli.daemon import daemon_command
-from alphaswarm_orch.cli.dev import dev_command
-from alphaswarm_orch.cli.health import health_command
-from alphaswarm_orch.cli.kill_switch import kill_switch_group
-from alphaswarm_orch.cli.ledger import ledger_group
-from alphaswarm_orch.cli.requests import submit_group
-from alphaswarm_orch.cli.run import run_command
-from alphaswarm_orch.cli.worker import worker_group
+LAZY_COMMANDS = {
+    "run": "alphaswarm_orch.cli.run:run_command",
+    "health": "alphaswarm_orch.cli.health:health_command",
+    "worker": "alphaswarm_orch.cli.worker:worker_group",
+    "submit": "alphaswarm_orch.cli.requests:submit_group",
+    "kill-switch": "alphaswarm_orch.cli.kill_switch:kill_switch_group",
+    "ledger": "alphaswarm_orch.cli.ledger:ledger_group",
+    "daemon": "alphaswarm_orch.cli.daemon:daemon_command",
+    "dev": "alphaswarm_orch.cli.dev:dev_command",
+}
+"""Command name -> `module:attribute` of its click command, imported when it is invoked."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands named in `lazy` are imported on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module_name, attribute = self.lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            if not isinstance(command, click.Command) or command.name != cmd_name:
+                raise RuntimeError(f"{self.lazy[cmd_name]} is not the click command {cmd_name!r}")
+            self.add_command(command)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 def main() -> None:
     """Operate the alphaswarm_orch Dagster code location."""
-
-
-main.add_command(run_command)
-main.add_command(health_command)
-main.add_command(worker_group)
-main.add_command(submit_group)
-main.add_command(kill_switch_group)
-main.add_command(ledger_group)
-main.add_command(daemon_command)
-main.add_command(dev_command)

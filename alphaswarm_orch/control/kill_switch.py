@@ -19,7 +19,6 @@ import redis
 from redis.client import Pipeline
 
 from alphaswarm_orch.control.keys import queue_kill_switch_key
-from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.text import sanitize
 
@@ -110,6 +109,10 @@ class KillSwitch:
         try:
             self.check(where, queue)
         except KillSwitchEngaged as exc:
+            # Imported here: the ledger brings SQLAlchemy and Alembic, which `kill-switch`
+            # on/off/status (an emergency stop) must not wait for.
+            from alphaswarm_orch.ledger.refusals import record_refusal
+
             record_refusal(
                 settings,
                 source=source,

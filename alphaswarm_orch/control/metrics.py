@@ -35,7 +35,7 @@ from celery.utils.nodenames import nodesplit
 from celery.worker import state as worker_state
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -359,7 +359,7 @@ class WorkerCollector(Collector):
         )
         self._ledger_cache: tuple[float, list[GaugeMetricFamily]] | None = None
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "celery_worker_up",
             "1 while the worker's consumer loop runs connected to the broker.",
@@ -409,14 +409,15 @@ class WorkerCollector(Collector):
         yield length
         yield inflight
 
-    def _control_series(self, sources: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+    def _control_series(self, sources: GaugeMetricFamily) -> Iterator[Metric]:
         scopes = {"global": self.settings.kill_switch_key}
         scopes.update({q: queue_kill_switch_key(scopes["global"], q) for q in self.queues})
         pipe = self.control.pipeline(transaction=False)
         for family in REQUEST_FAMILIES:
             pipe.xlen(dead_letter_stream(family))
+            pipe.xinfo_stream(dead_letter_stream(family))
         # Fail closed: a switch key of any type, or an unreadable Redis, reports engaged.
-        states, lengths = read_states(pipe, list(scopes.values()))
+        states, replies = read_states(pipe, list(scopes.values()))
         kill = GaugeMetricFamily(
             "alphaswarm_kill_switch_engaged",
             "1 while the kill switch (scope=global, or a queue's own key) is engaged: its key "
@@ -426,11 +427,12 @@ class WorkerCollector(Collector):
         for scope, state in zip(scopes, states, strict=True):
             kill.add_metric([scope], 0 if state is None else 1)
         yield kill
-        errors = (
-            [lengths]
-            if isinstance(lengths, Exception)
-            else [reply for reply in lengths if isinstance(reply, Exception)]
-        )
+        if isinstance(replies, Exception):
+            errors: list[Exception] = [replies]
+        else:
+            # XINFO STREAM of a stream that does not exist yet (no dead letter ever) is an error.
+            replies = [_NO_STREAM if _no_such_key(reply) else reply for reply in replies]
+            errors = [reply for reply in replies if isinstance(reply, Exception)]
         if errors:
             log.warning("metrics: redis unreadable: %s", errors[0])
             sources.add_metric(["redis"], 0)
@@ -438,12 +440,22 @@ class WorkerCollector(Collector):
         sources.add_metric(["redis"], 1)
         letters = GaugeMetricFamily(
             "alphaswarm_sensor_dead_letters",
-            "Malformed requests in each family's dead-letter stream.",
+            "Dead letters held in each family's stream (trimmed: it stops growing at the cap).",
             labels=["family"],
         )
-        for family, count in zip(REQUEST_FAMILIES, lengths, strict=True):
-            letters.add_metric([family], count)
+        added = CounterMetricFamily(
+            "alphaswarm_sensor_dead_letters_added",
+            "Dead letters ever appended to each family's stream (XINFO STREAM entries-added, "
+            "Redis 7+): trimming never lowers it; deleting the stream resets it.",
+            labels=["family"],
+        )
+        for index, family in enumerate(REQUEST_FAMILIES):
+            length, info = replies[2 * index : 2 * index + 2]
+            letters.add_metric([family], length)
+            if "entries-added" in info:  # absent before Redis 7
+                added.add_metric([family], info["entries-added"])
         yield letters
+        yield added
 
     def _ledger_series(self, sources: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
         now = time.monotonic()
@@ -498,6 +510,13 @@ def ledger_lag_series(settings: Settings) -> list[GaugeMetricFamily]:
             family.add_metric([], float(value))
             series.append(family)
     return series
+
+
+_NO_STREAM = {"entries-added": 0}
+
+
+def _no_such_key(reply: Any) -> bool:
+    return isinstance(reply, redis.ResponseError) and "no such key" in str(reply).lower()
 
 
 def _client(url: str) -> redis.Redis:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from alphaswarm_orch.control.keys import dead_letter_stream
+from alphaswarm_orch.control.keys import REQUEST_FAMILIES, dead_letter_stream
 from alphaswarm_orch.control.metrics import WorkerCollector
 from alphaswarm_orch.execution.redis_queues import queue_keys
+from alphaswarm_orch.requests import reader
 from alphaswarm_orch.settings import Settings
 from tests.support.ops import sample, scrape, sender, stop_all, worker_env
 from tests.support.processes import free_port
@@ -189,3 +190,43 @@ def test_an_unreadable_kill_switch_reports_engaged(ops_env) -> None:
         s.labels["source"]: s.value for s in families["alphaswarm_metrics_source_up"].samples
     }
     assert sources["redis"] == 0 and sources["broker"] == 1
+
+
+def test_dead_letters_added_keeps_growing_past_the_trimmed_cap(ops_env, monkeypatch) -> None:
+    """The stream is trimmed (XADD MAXLEN ~), so its length stops at the cap; the added series
+    (XINFO STREAM entries-added) counts every letter, which is what the alert watches."""
+    monkeypatch.setattr(reader, "DEAD_LETTER_MAXLEN", 10)
+    settings = Settings.from_env(ops_env)
+    collector = WorkerCollector(settings, "celery@metrics-d", ["default"], {}, lambda: True)
+    client = redis.Redis.from_url(settings.redis_url)
+
+    def series() -> tuple[dict[str, float], dict[str, float]]:
+        families = {family.name: family for family in collector.collect()}
+        held = families["alphaswarm_sensor_dead_letters"].samples
+        added = families["alphaswarm_sensor_dead_letters_added"].samples
+        assert {s.name for s in added} == {"alphaswarm_sensor_dead_letters_added_total"}
+        return (
+            {s.labels["family"]: s.value for s in held},
+            {s.labels["family"]: s.value for s in added},
+        )
+
+    # No dead letter yet: the streams do not exist, and every family reads 0.
+    assert series() == ({f: 0 for f in REQUEST_FAMILIES}, {f: 0 for f in REQUEST_FAMILIES})
+    # Redis trims whole macro nodes (100 entries by default), so write a few hundred.
+    for i in range(1, 301):
+        reader.dead_letter(client, "paper", f"{i}-0", "bad", {"payload": "{}"})
+    held, added = series()
+    assert held["paper"] == client.xlen(dead_letter_stream("paper")) < 300  # trimmed
+    assert added == {"paper": 300, "hft": 0, "terraform": 0}
+    for i in range(301, 501):
+        reader.dead_letter(client, "paper", f"{i}-0", "bad", {"payload": "{}"})
+    held_after, added_after = series()
+    assert held_after["paper"] <= held["paper"] + 100  # the held count stays near the cap
+    assert added_after["paper"] == 500
+    # A re-read of an entry already dead-lettered appends nothing and counts nothing.
+    reader.dead_letter(client, "paper", "500-0", "bad", {"payload": "{}"})
+    assert series()[1]["paper"] == 500
+    # Deleting the stream (an operator clearing old letters) resets the counter, which
+    # Prometheus' increase() reads as a reset, not as new letters.
+    client.delete(dead_letter_stream("paper"))
+    assert series()[1]["paper"] == 0

@@ -141,6 +141,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
         "AlphaswarmSessionsWaitingForSlot",
         "AlphaswarmLedgerMirrorLagging",
         "AlphaswarmLedgerMirrorStalled",
+        "AlphaswarmLedgerQuarantine",
         "AlphaswarmDeadLetters",
         "AlphaswarmKillSwitchEngaged",
         "AlphaswarmRunStepsFailing",
@@ -276,6 +277,14 @@ def test_the_pod_monitor_scrapes_the_worker_pods_only(
                 assert ports[endpoint["port"]] == 9100, doc["metadata"]["name"]
                 assert template["metadata"]["labels"][QUEUE_LABEL] in LIGHT_QUEUES
         assert selected == {f"worker-{name}" for name in LIGHT_QUEUES}, overlay
+
+
+def test_the_dead_letter_alert_reads_the_count_that_trimming_never_lowers() -> None:
+    """Dead-letter streams are trimmed (XADD MAXLEN ~), so their length stops at the cap; the
+    alert reads the letters ever appended (XINFO STREAM entries-added) instead."""
+    expr = alerts()["AlphaswarmDeadLetters"]["expr"]
+    assert metric_names(expr) == {"alphaswarm_sensor_dead_letters_added_total"}
+    assert "increase(" in expr
 
 
 def test_the_rules_select_the_workers_job_of_compose_and_kubernetes() -> None:
@@ -494,6 +503,7 @@ def test_every_series_of_the_rules_and_the_dashboard_is_served_by_a_worker(
     wait_for(lambda: not missing(), 30, f"every series to be served; missing {missing()}")
     assert {"celery_queue_length", "alphaswarm_dagster_steps_total"} <= set(used)
     assert "alphaswarm_ledger_mirror_synced_timestamp_seconds" in used
+    assert "alphaswarm_sensor_dead_letters_added_total" in used
     # The check notices a name no worker serves.
     assert metric_names("max(celery_queue_lenght)") - served_names(live.port) == {
         "celery_queue_lenght"
