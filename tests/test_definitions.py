@@ -43,7 +43,8 @@ def test_every_job_resolves_and_routes_to_light_queues() -> None:
 
 def test_executor_is_chosen_by_the_broker(tmp_path: Path) -> None:
     embedded = build_definitions(Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path)}))
-    assert embedded.resolve_job_def("smoke_route_job").executor_def is dg.multiprocess_executor
+    embedded_executor = embedded.resolve_job_def("smoke_route_job").executor_def
+    assert embedded_executor is dg.multi_or_in_process_executor
     celery = build_definitions(
         Settings.from_env(
             {"ALPHASWARM_STORAGE_DIR": str(tmp_path), "ALPHASWARM_BROKER_URL": "redis://r:6379/0"}

@@ -97,7 +97,11 @@ def alphaswarm_celery_executor(init_context: dg.InitExecutorContext) -> dg.Execu
 
 
 def executor_for(settings: Settings) -> dg.ExecutorDefinition:
-    """The one executor choice: Celery with a broker, else the local multiprocess executor."""
+    """The one executor choice: Celery with a broker, else Dagster's local executor.
+
+    Embedded, that is `multi_or_in_process_executor`: multiprocess by default (the daemon and
+    `dev`), and in-process where a run's config asks for it (`alphaswarm-orch run` does: one
+    process imports the code location once instead of once per step)."""
     if settings.embedded:
-        return dg.multiprocess_executor
+        return dg.multi_or_in_process_executor
     return alphaswarm_celery_executor
