@@ -38,7 +38,7 @@ def test_two_runs_at_once_on_a_fresh_storage_dir_both_succeed(tmp_path: Path) ->
 
     for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output[-4000:]
-        assert "RUN_SUCCESS" in output
+        assert "ingestion_sample_job  SUCCESS" in output
     duckdb_path = PullStorage(Settings.from_env(env)).duckdb_path
     with duckdb.connect(str(duckdb_path), read_only=True) as db:
         assert db.sql("SELECT count(*) FROM sample.instruments").fetchall() == [(5,)]
