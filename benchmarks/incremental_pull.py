@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         full_s, full = pull(Path(tmp) / "full", api.base_url)
 
     rows = [
-        ("initial load (5 y)", initial_s, initial),
+        (f"initial load ({years} y)", initial_s, initial),
         ("second run: incremental (+1 day)", incremental_s, incremental),
-        ("full reload (5 y + 1 day)", full_s, full),
+        (f"full reload ({years} y + 1 day)", full_s, full),
     ]
     print("\n| run | wall (s) | rows fetched | rows written | since |")
     print("|---|---|---|---|---|")
