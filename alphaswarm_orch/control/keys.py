@@ -31,3 +31,18 @@ def session_registry(family: str) -> str:
 def session_stop_key(session_id: str) -> str:
     """Set (to the reason) by a stop request; the session loop ends cleanly when it sees it."""
     return f"alphaswarm:sessions:{session_id}:stop"
+
+
+def session_lease_key(session_id: str) -> str:
+    """The session's owner: `<fence>|<worker>|<nonce>`, with a short TTL renewed every tick."""
+    return f"alphaswarm:sessions:{session_id}:lease"
+
+
+def session_fence_key(session_id: str) -> str:
+    """Counter behind the lease's fencing token: every new owner gets a higher number."""
+    return f"alphaswarm:sessions:{session_id}:fence"
+
+
+def worker_handoff_key(node: str) -> str:
+    """Set while worker `node` is stopping: its sessions hand themselves on (see sessions)."""
+    return f"alphaswarm:worker:{node}:handoff"

@@ -1,16 +1,20 @@
-"""The session loop: consume `ticks:<session>` through a consumer group until told to stop.
+"""The session loop: own the session, consume `ticks:<session>` through a consumer group.
 
-One consumer per session (a session is one run), so a restarted session finds its
-unacknowledged ticks in its own pending list and handles them first; ticks other consumers
-left pending are claimed too. Each tick is acknowledged after its handler returns, and the
-acknowledgement is pipelined with the stop checks (kill switch, per-queue kill switch, stop
-request), so the loop stops within one tick at the cost of no extra round trip.
+One consumer per session (a session is one run), so a new owner finds its predecessor's
+unacknowledged ticks in the pending list and handles them first; ticks other consumers left
+pending are claimed too. The loop first takes the session's lease (lease.py) and every read
+and acknowledgement checks it atomically, so two steps of one session never consume at once.
+Each tick is acknowledged after its handler returns, together with the stop checks (kill
+switch, per-queue kill switch, stop request, the worker's handoff flag), so the loop stops
+within one tick at the cost of no extra round trip.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +24,18 @@ import redis
 
 from alphaswarm_orch.control.keys import session_stop_key, tick_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged, parse_reason
+from alphaswarm_orch.sessions.lease import LEASE_TTL_MS, LeaseLost, SessionLease
 from alphaswarm_orch.sessions.ticks import InvalidTick, Tick, parse_tick
 
 GROUP = "alphaswarm-session"
 CONSUMER = "session"
 BLOCK_MS = 100
 """How long an idle read waits: the loop notices a stop within this when no tick arrives."""
+ACQUIRE_POLL_SECONDS = 0.2
+"""How often a step waiting for its session's lease tries again."""
+
+HANDING_ON = ("handoff", "shutdown", "lease_lost")
+"""Stops after which the session continues elsewhere: the step asks to be run again."""
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +43,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SessionOutcome:
     stopped_by: str
-    """stop_request | kill_switch | shutdown"""
+    """stop_request | kill_switch | shutdown (SIGTERM) | handoff (worker stopping) |
+    lease_lost (another step took the session over)"""
     reason: str
     ticks: int
     invalid_ticks: int
     kill_key: str | None = None
+    fence: int = 0
+    """The lease's fencing token this step held (0: it never owned the session)."""
 
     def refusal(self, where: str) -> KillSwitchEngaged | None:
         """The error a kill-switch stop is reported with (None for other stops)."""
@@ -47,7 +60,7 @@ class SessionOutcome:
 
     @property
     def resumable(self) -> bool:
-        """A shutdown or kill switch leaves the session to be resumed; a stop request ends it."""
+        """Anything but a stop request leaves the session to be resumed."""
         return self.stopped_by != "stop_request"
 
 
@@ -60,6 +73,11 @@ class SessionLoop:
         kill_switch: KillSwitch,
         handle: Callable[[Tick], object],
         *,
+        worker: str | None = None,
+        handoff_key: str | None = None,
+        on_acquire: Callable[[SessionLease], object] | None = None,
+        fence_floor: Callable[[], int] | None = None,
+        lease_ttl_ms: int = LEASE_TTL_MS,
         batch: int = 64,
         block_ms: int = BLOCK_MS,
         after_ack: Callable[[Tick], object] | None = None,
@@ -72,63 +90,111 @@ class SessionLoop:
         self.block_ms = block_ms
         self.after_ack = after_ack
         """Called with each handled tick once it is acknowledged (latency measurement)."""
+        self.lease = SessionLease(client, session_id, worker or local_worker(), lease_ttl_ms)
+        self.on_acquire = on_acquire
+        """Called once the lease is held, before any tick is read (load state at the fence)."""
+        self.fence_floor = fence_floor
+        """The highest fence the session's state has seen (a Redis that lost its counter
+        must still hand out higher fences)."""
         self.stop_keys = [
             kill_switch.key_for(None),
             kill_switch.key_for(queue),
             session_stop_key(session_id),
         ]
+        if handoff_key is not None:
+            self.stop_keys.append(handoff_key)
         self._shutdown = threading.Event()
+        self.ticks = self.invalid = 0
 
     def request_shutdown(self) -> None:
         """Finish the current tick, then end as a resumable stop (SIGTERM does this)."""
         self._shutdown.set()
 
     def run(self) -> SessionOutcome:
+        """Own the session, consume until a stop; the lease is released on every way out
+        except a lost one (then it is someone else's)."""
         self._ensure_group()
-        self._claim_stale()
-        ticks = invalid = 0
-        stop = self._stop_reason(self.client.mget(self.stop_keys))
-        cursor = "0"  # our own pending entries first, then new ones
-        ack = self.client.pipeline(transaction=False)  # reused: emptied by each execute()
-        while stop is None:
-            if self._shutdown.is_set():
-                break
-            reply = self.client.xreadgroup(
-                GROUP,
-                CONSUMER,
-                {self.stream: cursor},
-                count=self.batch,
-                block=None if cursor == "0" else self.block_ms,
+        stop = self._acquire()
+        if stop is not None:
+            return SessionOutcome(stop[0], stop[1], 0, 0, stop[2])
+        try:
+            if self.on_acquire is not None:
+                self.on_acquire(self.lease)
+            self._claim_stale()
+            stopped_by, reason, kill_key = self._consume()
+        except LeaseLost as lost:
+            self.lease.value = None
+            return SessionOutcome(
+                "lease_lost", str(lost), self.ticks, self.invalid, fence=self.lease.fence
             )
-            entries = reply[0][1] if reply else []
+        except BaseException:
+            self._release_quietly()
+            raise
+        self.lease.release()
+        return SessionOutcome(
+            stopped_by, reason, self.ticks, self.invalid, kill_key, self.lease.fence
+        )
+
+    def _acquire(self) -> tuple[str, str, str | None] | None:
+        """Wait for the lease (a previous owner's expires within its TTL); a stop while
+        waiting ends the step without ever owning the session."""
+        while True:
+            stop = self._stop_reason(self.client.mget(self.stop_keys))
+            if stop is None and self._shutdown.is_set():
+                stop = ("shutdown", "SIGTERM before the session was taken over", None)
+            if stop is not None:
+                return stop
+            if self.lease.try_acquire(self.fence_floor() if self.fence_floor else 0):
+                return None
+            self._shutdown.wait(ACQUIRE_POLL_SECONDS)
+
+    def _consume(self) -> tuple[str, str, str | None]:
+        cursor = "0"  # our own pending entries first, then new ones
+        last_seen = "0-0"
+        while True:
+            if self._shutdown.is_set():
+                return ("shutdown", "SIGTERM: the current tick finished", None)
+            values, entries, last = self.lease.read(
+                GROUP, CONSUMER, cursor, self.batch, self.stop_keys
+            )
+            stop = self._stop_reason(values)
+            if stop is not None:
+                return stop
             if cursor == "0" and not entries:
                 cursor = ">"
                 continue
             if not entries:
-                stop = self._stop_reason(self.client.mget(self.stop_keys))
+                self._wait_for_ticks(last or last_seen)
                 continue
             for raw_id, fields in entries:
                 entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                last_seen = entry_id
                 try:
-                    tick: Tick | None = parse_tick(entry_id, fields or {})
+                    tick: Tick | None = parse_tick(entry_id, _fields(fields))
                 except InvalidTick as exc:
                     tick = None
-                    invalid += 1
+                    self.invalid += 1
                     log.warning("session %s skipped %s", self.session_id, exc)
                 if tick is not None:
                     self.handle(tick)
-                    ticks += 1
-                ack.xack(self.stream, GROUP, entry_id)
-                ack.mget(self.stop_keys)
-                stop = self._stop_reason(ack.execute()[1])
+                    self.ticks += 1
+                stop = self._stop_reason(self.lease.ack(GROUP, entry_id, self.stop_keys))
                 if tick is not None and self.after_ack is not None:
                     self.after_ack(tick)
-                if stop is not None or self._shutdown.is_set():
+                if stop is not None:
+                    return stop
+                if self._shutdown.is_set():
                     break
-        if stop is None:
-            stop = ("shutdown", "SIGTERM: the current tick finished", None)
-        stopped_by, reason, kill_key = stop
-        return SessionOutcome(stopped_by, reason, ticks, invalid, kill_key)
+
+    def _wait_for_ticks(self, after: str) -> None:
+        """Block (read-only, outside the group) until an entry after `after` arrives."""
+        self.client.xread({self.stream: after}, count=1, block=self.block_ms)
+
+    def _release_quietly(self) -> None:
+        try:
+            self.lease.release()
+        except redis.RedisError as exc:
+            log.warning("session %s: lease not released (%s); it expires", self.session_id, exc)
 
     def _ensure_group(self) -> None:
         try:
@@ -149,13 +215,29 @@ class SessionLoop:
 
     def _stop_reason(self, values: list[bytes | None]) -> tuple[str, str, str | None] | None:
         """(stopped_by, reason, kill key) for the first stop condition set, else None."""
-        for key, raw in zip(self.stop_keys, values, strict=True):
+        for index, raw in enumerate(values):
             if raw is None:
                 continue
-            if key == self.stop_keys[-1]:
-                return ("stop_request", raw.decode("utf-8", "replace"), None)
-            return ("kill_switch", parse_reason(raw), key)
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            if index == 2:
+                return ("stop_request", text, None)
+            if index == 3:
+                return ("handoff", f"worker stopping: {text}", None)
+            return ("kill_switch", parse_reason(raw), self.stop_keys[index])
         return None
+
+
+def _fields(raw: object) -> dict:
+    """Stream entry fields as a dict (a Lua reply gives them as a flat list)."""
+    if isinstance(raw, dict):
+        return raw
+    items = list(raw or [])
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def local_worker() -> str:
+    """`<host> pid <pid>`: the owner name of a session run outside a Celery worker."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
 
 
 @contextmanager
