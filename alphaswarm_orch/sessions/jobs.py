@@ -136,6 +136,15 @@ def _run_session(
     return _finish(context, family, source, start, simulator, outcome, settings, where)
 
 
+def record_outcome(simulator: PaperSimulator, outcome: SessionOutcome) -> None:
+    """The session's state after its step's loop ended: handing_off (it continues
+    elsewhere), stopped or killed, as its owner; a superseded step only leaves a note."""
+    if outcome.stopped_by == "lease_lost":
+        simulator.record_event("superseded", outcome.reason)
+    elif outcome.fence:
+        simulator.close(STATUS_BY_STOP.get(outcome.stopped_by, "handing_off"), outcome.reason)
+
+
 def _finish(
     context: dg.OpExecutionContext,
     family: str,
@@ -146,15 +155,10 @@ def _finish(
     settings: Settings,
     where: str,
 ) -> dict[str, object]:
+    record_outcome(simulator, outcome)
     if outcome.stopped_by in HANDING_ON:
-        if outcome.stopped_by == "lease_lost":
-            simulator.record_event("superseded", outcome.reason)
-        elif outcome.fence:
-            simulator.close("handing_off", outcome.reason)
         context.log.info(f"session {start.session_id}: handing on ({outcome.reason})")
         raise dg.RetryRequested(max_retries=SESSION_RETRIES, seconds_to_wait=0)
-    if outcome.fence:
-        simulator.close(STATUS_BY_STOP[outcome.stopped_by], outcome.reason)
     summary: dict[str, object] = {
         "stopped_by": outcome.stopped_by,
         "reason": outcome.reason,
