@@ -8,6 +8,7 @@ from alphaswarm_orch.cli.kill_switch import kill_switch_group
 from alphaswarm_orch.cli.ledger import ledger_group
 from alphaswarm_orch.cli.requests import submit_group
 from alphaswarm_orch.cli.run import run_command
+from alphaswarm_orch.cli.sessions import sessions_group
 from alphaswarm_orch.cli.worker import worker_group
 
 
@@ -23,3 +24,4 @@ main.add_command(submit_group)
 main.add_command(kill_switch_group)
 main.add_command(ledger_group)
 main.add_command(daemon_command)
+main.add_command(sessions_group)
