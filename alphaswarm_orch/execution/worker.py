@@ -14,6 +14,7 @@ Sessions never finish by themselves, so shutting down also raises this node's ha
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
 import shutil
@@ -35,6 +36,8 @@ from alphaswarm_orch.sessions.handoff import clear_handoff, request_handoff
 from alphaswarm_orch.settings import Settings
 
 log = logging.getLogger(__name__)
+
+CODE_LOCATION_MODULE = "alphaswarm_orch.definitions"
 
 INCLUDE_ENV = "ALPHASWARM_WORKER_INCLUDE"
 """Extra task modules for the worker to import, comma-separated (tests register small tasks)."""
@@ -99,6 +102,7 @@ def run_worker(
     node = node_name(names, name)
     _prepare_operations(app, settings, names, node)
     _hand_sessions_on_at_shutdown(settings, node)
+    _preload_code_location()
     app.worker_main(argv=worker_argv(names, threads, name, loglevel))
 
 
@@ -141,6 +145,15 @@ def _prepare_operations(app: Celery, settings: Settings, queues: list[str], node
 
     worker_process_init.connect(close_in_child, weak=False)
     worker_shutting_down.connect(draining, weak=False)
+
+
+def _preload_code_location() -> None:
+    """Import the code location before the pool forks, so a pool process's first step (a
+    session handed over to this worker) does not wait for the import."""
+    try:
+        importlib.import_module(CODE_LOCATION_MODULE)
+    except Exception as exc:  # the step reports the import error with its run
+        log.error("code location %s not preloaded: %s", CODE_LOCATION_MODULE, exc)
 
 
 def _hand_sessions_on_at_shutdown(settings: Settings, node: str) -> None:

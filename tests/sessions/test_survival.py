@@ -16,10 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from alphaswarm_orch.ledger.db import migrate
+from tests.support.ops import sample, scrape
 from tests.support.runs import wait_for
 from tests.support.survival import RUN_TIMEOUT, Cluster, Session, freeze, sigkill, sigterm, thaw
 
-pytestmark = [pytest.mark.integration, pytest.mark.scenario]
+pytestmark = [pytest.mark.integration, pytest.mark.scenario, pytest.mark.timeout(900)]
 
 FAMILIES = ("paper", "paper", "hft")
 
@@ -70,6 +71,13 @@ def test_sessions_continue_on_the_spare_worker(
             assert row is not None and row["status"] == "stopped"
             counts = (row["handoffs"], row["losses"], row["resumes"])
             assert counts == ((1, 0, 1) if disruption == "sigterm" else (0, 1, 1)), counts
+        # Every paper/hft worker reports the queue's sessions (read from the ledger and leases).
+        kind = "handoffs" if disruption == "sigterm" else "losses"
+        for queue, sessions_of_queue in (("paper", 2), ("hft", 1)):
+            samples = scrape(spare[queue].metrics_port)
+            for metric in (f"alphaswarm_session_{kind}_total", "alphaswarm_session_resumes_total"):
+                assert sample(samples, metric, queue_name=queue) == sessions_of_queue, metric
+            assert sample(samples, "alphaswarm_sessions", queue_name=queue) == 0  # all stopped
     finally:
         cluster.close()
 

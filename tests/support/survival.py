@@ -32,6 +32,7 @@ from alphaswarm_orch.control.keys import session_stop_key, tick_stream
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.tags import REQUEST_ID_TAG
 from tests.support.ops import kill_tree
+from tests.support.processes import free_port
 from tests.support.runs import REPO, execute_job_argv, wait_for
 from tests.support.workers import WorkerProcess
 
@@ -91,9 +92,14 @@ class Cluster:
     # -- workers and runs -------------------------------------------------------------------
 
     def worker(self, queue: str, role: str) -> WorkerProcess:
+        """A worker of `queue` (paper: 2 slots) with its own metrics port (`.metrics_port`)."""
         extra = ("--concurrency", "2") if queue == "paper" else ()
         name = f"{role}-{queue}-{uuid.uuid4().hex[:6]}"
-        return self.start_worker(queue, name, *extra, env=self.env)
+        port = free_port()
+        env = {**self.env, "ALPHASWARM_METRICS_PORT": str(port)}
+        worker = self.start_worker(queue, name, *extra, env=env)
+        worker.metrics_port = port  # type: ignore[attr-defined]
+        return worker
 
     def launch(self, family: str) -> Session:
         session_id = f"{family}-{uuid.uuid4().hex[:8]}"
@@ -151,13 +157,16 @@ class Cluster:
 
     def handled(self, session: Session) -> list[tuple[str, datetime]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT tick_id, handled_at FROM paper_ticks WHERE session_id = :s "
-                    "ORDER BY handled_at"
-                ),
-                {"s": session.session_id},
-            ).all()
+            try:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT tick_id, handled_at FROM paper_ticks WHERE session_id = :s "
+                        "ORDER BY handled_at"
+                    ),
+                    {"s": session.session_id},
+                ).all()
+            except sa.exc.ProgrammingError:
+                return []  # not created yet
         return [(r[0], r[1]) for r in rows]
 
     def row(self, session: Session) -> dict | None:
