@@ -11,7 +11,6 @@ the kill switch end the session for good (`dg.Failure(allow_retries=False)`).
 
 import dagster as dg
 import redis
-from dagster._core.errors import DagsterExecutionInterruptedError
 
 from alphaswarm_orch.control.keys import worker_handoff_key
 from alphaswarm_orch.control.kill_switch import KillSwitch
@@ -27,7 +26,13 @@ from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import workload_tags
 from alphaswarm_orch.text import sanitize
 
-STATUS_BY_STOP = {"stop_request": "stopped", "kill_switch": "killed"}
+STATUS_BY_STOP = {
+    "stop_request": "stopped",
+    "kill_switch": "killed",
+    "error": "failed",
+    "interrupted": "stopped",
+}
+"""The session's status after its step stops; other stops hand it on (`handing_off`)."""
 
 SESSION_RETRIES = 1_000_000
 """Handoffs and worker losses a session survives: in effect, any number."""
@@ -120,29 +125,26 @@ def _run_session(
         handoff_key=worker_handoff_key(node) if node else None,
         on_acquire=take_over,
         fence_floor=simulator.stored_fence,
+        on_stop=lambda outcome: record_outcome(simulator, outcome),
     )
     context.log.info(f"session {start.session_id}: waiting for its lease, then {loop.stream}")
     try:
         with sigterm_stops(loop):
             outcome = loop.run()
-    except DagsterExecutionInterruptedError:
-        _close_quietly(context, simulator, "stopped", "run terminated")
-        raise
-    except Exception as exc:
-        _close_quietly(context, simulator, "failed", str(exc))
-        raise
     finally:
         client.close()
     return _finish(context, family, source, start, simulator, outcome, settings, where)
 
 
 def record_outcome(simulator: PaperSimulator, outcome: SessionOutcome) -> None:
-    """The session's state after its step's loop ended: handing_off (it continues
-    elsewhere), stopped or killed, as its owner; a superseded step only leaves a note."""
+    """The session's state when its step's loop stops, written as its owner (the lease is
+    still held): handing_off (it continues elsewhere), stopped, killed or failed; a
+    superseded step only leaves a note."""
     if outcome.stopped_by == "lease_lost":
         simulator.record_event("superseded", outcome.reason)
     elif outcome.fence:
-        simulator.close(STATUS_BY_STOP.get(outcome.stopped_by, "handing_off"), outcome.reason)
+        status = STATUS_BY_STOP.get(outcome.stopped_by, "handing_off")
+        simulator.close(status, sanitize(outcome.reason, 2000))
 
 
 def _finish(
@@ -155,7 +157,6 @@ def _finish(
     settings: Settings,
     where: str,
 ) -> dict[str, object]:
-    record_outcome(simulator, outcome)
     if outcome.stopped_by in HANDING_ON:
         context.log.info(f"session {start.session_id}: handing on ({outcome.reason})")
         raise dg.RetryRequested(max_retries=SESSION_RETRIES, seconds_to_wait=0)
@@ -181,13 +182,3 @@ def _finish(
         raise dg.Failure(description=str(refusal), allow_retries=False) from refusal
     context.add_output_metadata(summary)
     return summary
-
-
-def _close_quietly(
-    context: dg.OpExecutionContext, simulator: PaperSimulator, status: str, detail: str
-) -> None:
-    """Record how the session ended if the ledger lets us; never mask the original error."""
-    try:
-        simulator.close(status, sanitize(detail, 2000))
-    except Exception as exc:
-        context.log.warning(f"session {simulator.session_id}: status {status} not saved: {exc}")

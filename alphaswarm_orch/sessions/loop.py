@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 class SessionOutcome:
     stopped_by: str
     """stop_request | kill_switch | shutdown (SIGTERM) | handoff (worker stopping) |
-    lease_lost (another step took the session over)"""
+    lease_lost (another step took the session over) | error | interrupted (an exception)"""
     reason: str
     ticks: int
     invalid_ticks: int
@@ -60,8 +60,8 @@ class SessionOutcome:
 
     @property
     def resumable(self) -> bool:
-        """Anything but a stop request leaves the session to be resumed."""
-        return self.stopped_by != "stop_request"
+        """Anything but a stop request or an error leaves the session to be resumed."""
+        return self.stopped_by not in ("stop_request", "error")
 
 
 class SessionLoop:
@@ -77,6 +77,7 @@ class SessionLoop:
         handoff_key: str | None = None,
         on_acquire: Callable[[SessionLease], object] | None = None,
         fence_floor: Callable[[], int] | None = None,
+        on_stop: Callable[[SessionOutcome], object] | None = None,
         lease_ttl_ms: int = LEASE_TTL_MS,
         batch: int = 64,
         block_ms: int = BLOCK_MS,
@@ -94,6 +95,8 @@ class SessionLoop:
         self.on_acquire = on_acquire
         """Called once the lease is held, before any tick is read (load state at the fence)."""
         self.fence_floor = fence_floor
+        self.on_stop = on_stop
+        """Called with the outcome while the lease is still held (record the state)."""
         """The highest fence the session's state has seen (a Redis that lost its counter
         must still hand out higher fences)."""
         self.stop_keys = [
@@ -111,29 +114,50 @@ class SessionLoop:
         self._shutdown.set()
 
     def run(self) -> SessionOutcome:
-        """Own the session, consume until a stop; the lease is released on every way out
-        except a lost one (then it is someone else's)."""
+        """Own the session and consume until a stop. `on_stop` records the outcome while the
+        lease is still held (so the state it writes cannot race the next owner); then the
+        lease is released. An exception is recorded as an `error` (or `interrupted`) outcome
+        and raised again."""
         self._ensure_group()
         stop = self._acquire()
         if stop is not None:
             return SessionOutcome(stop[0], stop[1], 0, 0, stop[2])
+        raised: BaseException | None = None
         try:
             if self.on_acquire is not None:
                 self.on_acquire(self.lease)
             self._claim_stale()
             stopped_by, reason, kill_key = self._consume()
+            outcome = SessionOutcome(
+                stopped_by, reason, self.ticks, self.invalid, kill_key, self.lease.fence
+            )
         except LeaseLost as lost:
             self.lease.value = None
-            return SessionOutcome(
+            outcome = SessionOutcome(
                 "lease_lost", str(lost), self.ticks, self.invalid, fence=self.lease.fence
             )
-        except BaseException:
+        except BaseException as exc:
+            raised = exc
+            kind = "error" if isinstance(exc, Exception) else "interrupted"
+            outcome = SessionOutcome(
+                kind,
+                f"{type(exc).__name__}: {exc}",
+                self.ticks,
+                self.invalid,
+                fence=self.lease.fence,
+            )
+        try:
+            if self.on_stop is not None:
+                self.on_stop(outcome)
+        except Exception as exc:
+            if raised is None:
+                raise
+            log.warning("session %s: outcome not recorded (%s)", self.session_id, exc)
+        finally:
             self._release_quietly()
-            raise
-        self.lease.release()
-        return SessionOutcome(
-            stopped_by, reason, self.ticks, self.invalid, kill_key, self.lease.fence
-        )
+        if raised is not None:
+            raise raised
+        return outcome
 
     def _acquire(self) -> tuple[str, str, str | None] | None:
         """Wait for the lease (a previous owner's expires within its TTL); a stop while

@@ -66,6 +66,7 @@ class Step:
             worker=name,
             on_acquire=lambda lease: self.simulator.take_over(lease.fence, name),
             fence_floor=self.simulator.stored_fence,
+            on_stop=lambda outcome: record_outcome(self.simulator, outcome),
             lease_ttl_ms=ttl_ms,
         )
         self.outcome: SessionOutcome | None = None
@@ -74,7 +75,6 @@ class Step:
 
     def _run(self) -> None:
         self.outcome = self.loop.run()
-        record_outcome(self.simulator, self.outcome)
 
     def join(self) -> SessionOutcome:
         self.thread.join(DEADLINE)
