@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="one session per scenario")
     parser.add_argument("--before", default=BEFORE_REV, help="the old code's git revision")
     parser.add_argument("--only", default=None, help="run the scenarios whose name has this")
-    parser.add_argument("--redis-db", type=int, default=14)
+    parser.add_argument("--redis-db", type=int, default=12, help="uses this DB and the next")
     args = parser.parse_args(argv)
     scenarios = [s for s in SCENARIOS if args.only is None or args.only in s.name]
     before_dir = _before_tree(args.before, Path(tempfile.mkdtemp(prefix="before-")))
