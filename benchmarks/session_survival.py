@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,8 +58,16 @@ class Scenario:
 
 
 def _sigterm_all(workers: dict[str, WorkerProcess]) -> float | None:
-    exits = [sigterm(w, GRACE_SECONDS) for w in workers.values()]
-    return None if None in exits else max(e for e in exits if e is not None)
+    """SIGTERM to every first worker at once (a rollout), then wait for each."""
+    started = time.monotonic()
+    for worker in workers.values():
+        worker.process.send_signal(signal.SIGTERM)
+    exits = [
+        sigterm(w, max(GRACE_SECONDS - (time.monotonic() - started), 0.1)) for w in workers.values()
+    ]
+    if None in exits:
+        return None
+    return time.monotonic() - started
 
 
 def _sigkill_all(workers: dict[str, WorkerProcess]) -> float | None:
@@ -138,12 +147,13 @@ def _measure(cluster: Cluster, scenario: Scenario, small: bool) -> Measured:
     since = time.time()
     exit_seconds = scenario.disrupt(first)
     problems: list[str] = []
+    deadline = time.monotonic() + OBSERVE_SECONDS  # one window for all the sessions
     for session in sessions:
         target = len(session.appended) + 20
         try:
             wait_for(
                 lambda s=session, t=target: cluster.handled_count(s) >= t,
-                OBSERVE_SECONDS,
+                max(deadline - time.monotonic(), 0.0),
                 f"{session.session_id} going on",
             )
         except AssertionError as exc:

@@ -1,11 +1,12 @@
 """Sessions survive worker operations by themselves, on real workers, runs, Redis, Postgres.
 
 Two paper sessions and one HFT session run on the "first" worker of their queue while a
-spare worker waits. SIGTERM (a rollout or scale-in) hands them over, SIGKILL (node loss) has
-them resumed, and freezing the processes of two paper sessions (so that their runs re-submit
-the steps while the old ones still live) shows the old steps cannot write once the new ones
-own the sessions. Every time: 0 ticks lost, 0 duplicate fills, cash and positions equal to
-the fills, and the sessions keep consuming with nobody re-executing anything.
+spare worker waits. SIGTERM (a rollout or scale-in) and `worker drain` (preStop) hand them
+over, SIGKILL (node loss) has them resumed, and freezing the processes of two paper
+sessions (so that their runs re-submit the steps while the old ones still live) shows the
+old steps cannot write once the new ones own the sessions. Every time: 0 ticks lost, 0
+duplicate fills, cash and positions equal to the fills, and the sessions keep consuming with
+nobody re-executing anything.
 """
 
 from __future__ import annotations
@@ -18,11 +19,25 @@ import sqlalchemy as sa
 from alphaswarm_orch.ledger.db import migrate
 from tests.support.ops import sample, scrape
 from tests.support.runs import wait_for
-from tests.support.survival import RUN_TIMEOUT, Cluster, Session, freeze, sigkill, sigterm, thaw
+from tests.support.survival import (
+    RUN_TIMEOUT,
+    Cluster,
+    Session,
+    drain,
+    freeze,
+    sigkill,
+    sigterm,
+    thaw,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.scenario, pytest.mark.timeout(900)]
 
 FAMILIES = ("paper", "paper", "hft")
+DISRUPTIONS = {
+    "sigterm": lambda worker, _env: sigterm(worker),
+    "drain": drain,  # the preStop hook
+    "sigkill": lambda worker, _env: sigkill(worker),
+}
 
 
 def keeps_consuming(cluster: Cluster, session: Session, ticks: int = 20) -> None:
@@ -44,7 +59,7 @@ def finish(cluster: Cluster) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("disruption", ["sigterm", "sigkill"])
+@pytest.mark.parametrize("disruption", ["sigterm", "drain", "sigkill"])
 def test_sessions_continue_on_the_spare_worker(
     orch_env: dict[str, str], start_worker, tmp_path: Path, disruption: str
 ) -> None:
@@ -59,8 +74,8 @@ def test_sessions_continue_on_the_spare_worker(
         cluster.wait_first_ticks()
         spare = {queue: cluster.worker(queue, "spare") for queue in ("paper", "hft")}
 
-        exits = {q: sigterm(w) if disruption == "sigterm" else sigkill(w) for q, w in first.items()}
-        if disruption == "sigterm":  # the sessions let the worker go at once
+        exits = {q: DISRUPTIONS[disruption](w, cluster.env) for q, w in first.items()}
+        if disruption != "sigkill":  # the sessions let the worker go at once
             assert None not in exits.values(), f"a worker kept its sessions: {exits}"
         for session in sessions:
             cluster.wait_on(session, spare[session.family].node, ("resumed",))
@@ -70,9 +85,9 @@ def test_sessions_continue_on_the_spare_worker(
             row = cluster.row(session)
             assert row is not None and row["status"] == "stopped"
             counts = (row["handoffs"], row["losses"], row["resumes"])
-            assert counts == ((1, 0, 1) if disruption == "sigterm" else (0, 1, 1)), counts
+            assert counts == ((0, 1, 1) if disruption == "sigkill" else (1, 0, 1)), counts
         # Every paper/hft worker reports the queue's sessions (read from the ledger and leases).
-        kind = "handoffs" if disruption == "sigterm" else "losses"
+        kind = "losses" if disruption == "sigkill" else "handoffs"
         for queue, sessions_of_queue in (("paper", 2), ("hft", 1)):
             samples = scrape(spare[queue].metrics_port)
             for metric in (f"alphaswarm_session_{kind}_total", "alphaswarm_session_resumes_total"):

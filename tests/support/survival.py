@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -312,6 +313,27 @@ def sigterm(worker: WorkerProcess, timeout: float = 120.0) -> float | None:
     try:
         worker.process.wait(timeout)
     except subprocess.TimeoutExpired:
+        kill_tree(worker.process.pid)
+        worker.process.wait()
+        return None
+    return time.monotonic() - started
+
+
+def drain(worker: WorkerProcess, env: dict[str, str], timeout: float = 120.0) -> float | None:
+    """`alphaswarm-orch worker drain` (the pods' preStop) for `worker`: seconds until the
+    worker exited (None: the drain had not finished after `timeout`)."""
+    started = time.monotonic()
+    argv = [sys.executable, "-m", "alphaswarm_orch.cli", "worker", "drain"]
+    argv += ["--timeout", str(timeout)]
+    port = str(worker.metrics_port)  # type: ignore[attr-defined]
+    result = subprocess.run(
+        argv,
+        env={**env, "ALPHASWARM_METRICS_PORT": port},
+        capture_output=True,
+        text=True,
+        timeout=timeout + 30,
+    )
+    if result.returncode != 0 or worker.process.poll() is None:
         kill_tree(worker.process.pid)
         worker.process.wait()
         return None
