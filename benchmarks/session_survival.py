@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tests.support import services
 from tests.support.runs import REPO, wait_for
-from tests.support.survival import Cluster, sigkill, sigterm
+from tests.support.survival import Cluster, exited, sigkill
 from tests.support.workers import WorkerProcess
 
 BEFORE_REV = "2c6cbbf23d5f3b04ac82415a10ce7fa8748791cf"
@@ -62,12 +62,9 @@ def _sigterm_all(workers: dict[str, WorkerProcess]) -> float | None:
     started = time.monotonic()
     for worker in workers.values():
         worker.process.send_signal(signal.SIGTERM)
-    exits = [
-        sigterm(w, max(GRACE_SECONDS - (time.monotonic() - started), 0.1)) for w in workers.values()
-    ]
-    if None in exits:
-        return None
-    return time.monotonic() - started
+    deadline = started + GRACE_SECONDS
+    left = [exited(w, max(deadline - time.monotonic(), 0.1)) for w in workers.values()]
+    return time.monotonic() - started if all(left) else None
 
 
 def _sigkill_all(workers: dict[str, WorkerProcess]) -> float | None:

@@ -310,13 +310,19 @@ def sigterm(worker: WorkerProcess, timeout: float = 120.0) -> float | None:
     exited after `timeout` and was then killed, as the grace period's SIGKILL would)."""
     started = time.monotonic()
     worker.process.send_signal(signal.SIGTERM)
+    return time.monotonic() - started if exited(worker, timeout) else None
+
+
+def exited(worker: WorkerProcess, timeout: float) -> bool:
+    """True if the worker exits within `timeout`; else it is killed with its pool (the
+    grace period's SIGKILL) and False."""
     try:
         worker.process.wait(timeout)
     except subprocess.TimeoutExpired:
         kill_tree(worker.process.pid)
         worker.process.wait()
-        return None
-    return time.monotonic() - started
+        return False
+    return True
 
 
 def drain(worker: WorkerProcess, env: dict[str, str], timeout: float = 120.0) -> float | None:
