@@ -55,19 +55,6 @@ class Session:
     """(tick id, time.time() at append), in order."""
 
 
-@dataclass
-class Outcome:
-    """What one scenario measured and found."""
-
-    scenario: str
-    longest_gap: dict[str, float]
-    """Per session: the longest time between two handled ticks while ticks kept arriving."""
-    resume_after: dict[str, float | None]
-    """Per session: disruption -> first tick handled after the longest gap (None: never)."""
-    worker_exit_seconds: float | None
-    problems: list[str]
-
-
 class Cluster:
     """Workers, session runs and a tick producer for one scenario."""
 
