@@ -10,7 +10,8 @@ import redis
 import sqlalchemy as sa
 
 from alphaswarm_orch.cli.errors import user_errors
-from alphaswarm_orch.ledger.db import LedgerUnavailable, ledger_engine, ledger_errors
+from alphaswarm_orch.ledger.db import LedgerUnavailable, engine_for, ledger_errors
+from alphaswarm_orch.sessions.schema import paper_sessions
 from alphaswarm_orch.sessions.status import SessionView, list_sessions, session_events
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.text import sanitize
@@ -72,8 +73,10 @@ def _views(**filters: object) -> list[SessionView]:
         redis_url = settings.require_redis("alphaswarm-orch sessions")
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        engine = ledger_engine(settings)
+        engine = engine_for(settings.ledger_url)  # a read: never migrates the ledger
         with ledger_errors(settings.ledger_url):
+            if not sa.inspect(engine).has_table(paper_sessions.name):
+                return []  # no session step has started yet
             views = list_sessions(engine, client, **filters)  # type: ignore[arg-type]
             if filters.get("session_id") and views:
                 views[0].events = session_events(engine, views[0].session_id)
