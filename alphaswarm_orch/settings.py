@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 BROKER_URL = "ALPHASWARM_BROKER_URL"
 RESULT_BACKEND = "ALPHASWARM_RESULT_BACKEND"
@@ -105,11 +105,12 @@ class Settings:
         if postgres is not None:
             _check_url(POSTGRES_URL, postgres, _POSTGRES_SCHEMES, needs_host=True)
 
-        storage_dir = Path(get(STORAGE_DIR) or DEFAULT_STORAGE_DIR).expanduser().absolute()
+        storage_dir = expand_path(STORAGE_DIR, get(STORAGE_DIR) or DEFAULT_STORAGE_DIR)
 
         ledger = get(LEDGER_URL)
         if ledger is not None:
             _check_url(LEDGER_URL, ledger, _SQL_SCHEMES, needs_host=False)
+            _check_sqlite_file(LEDGER_URL, ledger)
         else:
             ledger = postgres or f"sqlite:///{storage_dir / 'ledger.db'}"
 
@@ -122,7 +123,7 @@ class Settings:
         port_raw = get(METRICS_PORT)
         metrics_port = DEFAULT_METRICS_PORT
         if port_raw is not None:
-            if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
+            if not is_ascii_digits(port_raw) or not 0 < int(port_raw) < 65536:
                 raise SettingsError(
                     f"{METRICS_PORT}={port_raw!r} is not a TCP port: use a number 1-65535 "
                     f"(default {DEFAULT_METRICS_PORT})"
@@ -134,7 +135,7 @@ class Settings:
         if loop_raw is not None:
             low, high = SENSOR_LOOP_RANGE
             try:
-                sensor_loop = float(loop_raw)
+                sensor_loop = float(loop_raw) if loop_raw.isascii() else float("nan")
             except ValueError:
                 sensor_loop = float("nan")
             if not low <= sensor_loop <= high:
@@ -154,6 +155,23 @@ class Settings:
             metrics_port=metrics_port,
             sensor_loop_seconds=sensor_loop,
         )
+
+
+def is_ascii_digits(raw: str) -> bool:
+    """Only 0-9: `str.isdigit` also accepts other scripts' digits ('٩١٠٠', which `int` reads
+    as 9100) and superscripts ('²', which `int` refuses with a bare error)."""
+    return raw.isascii() and raw.isdigit()
+
+
+def expand_path(name: str, raw: str) -> Path:
+    """The absolute path variable `name` names, `~` expanded; a SettingsError naming both if
+    `~` cannot be expanded (`~nosuchuser`, no home directory)."""
+    try:
+        return Path(raw).expanduser().absolute()
+    except (RuntimeError, KeyError) as exc:
+        raise SettingsError(
+            f"{name}={raw!r}: cannot expand '~' ({exc}); use an absolute path"
+        ) from exc
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -179,6 +197,21 @@ def _check_url(name: str, value: str, schemes: tuple[str, ...], *, needs_host: b
         )
     if needs_host and not parts.hostname:
         raise SettingsError(f"{name} has no host; expected {example}")
+
+
+def _check_sqlite_file(name: str, value: str) -> None:
+    """An in-memory SQLite database is private to one connection and gone when it closes: a
+    ledger there keeps nothing, so it is refused."""
+    parts = urlsplit(value)
+    if not parts.scheme.startswith("sqlite"):
+        return
+    database = parts.path[1:]  # sqlite:///<database>
+    modes = parse_qs(parts.query).get("mode", [])
+    if database in ("", ":memory:") or database.startswith("file::memory:") or "memory" in modes:
+        raise SettingsError(
+            f"{name}={value!r} is an in-memory SQLite database, which keeps nothing: use a "
+            "file (sqlite:////abs/path/ledger.db) or a postgresql:// URL"
+        )
 
 
 def _with_redis_db(url: str, db: int) -> str:

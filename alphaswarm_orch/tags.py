@@ -1,5 +1,7 @@
 """Run tags this code location sets and the ledger reads. One place for their names."""
 
+from alphaswarm_orch.text import TAG_MAX_LENGTH, unsafe_reason
+
 WORKLOAD_TAG = "alphaswarm/workload"
 """ingestion | workflow | paper | hft | terraform | other"""
 
@@ -11,7 +13,23 @@ WORKLOAD_KINDS = ("ingestion", "workflow", "paper", "hft", "terraform", "other")
 
 
 def workload_tags(kind: str, **extra: str) -> dict[str, str]:
-    """Job/run tags naming the workload kind (and actor/request id when known)."""
+    """Job/run tags naming the workload kind (and actor/request id when known).
+
+    Every value must already be valid: no NUL, control or bidi character (`text.unsafe_reason`)
+    and at most `TAG_MAX_LENGTH` characters, what the ledger stores; otherwise ValueError
+    naming the tag. Tags are never built from values that were not checked.
+    """
     if kind not in WORKLOAD_KINDS:
         raise ValueError(f"unknown workload kind {kind!r}: expected one of {WORKLOAD_KINDS}")
-    return {WORKLOAD_TAG: kind, **{f"alphaswarm/{k}": v for k, v in extra.items()}}
+    tags = {WORKLOAD_TAG: kind, **{f"alphaswarm/{k}": v for k, v in extra.items()}}
+    for name, value in tags.items():
+        if not isinstance(value, str):
+            raise ValueError(f"tag {name} must be a string, got {type(value).__name__}")
+        reason = unsafe_reason(value)
+        if reason is not None:
+            raise ValueError(f"tag {name}: {reason}")
+        if len(value) > TAG_MAX_LENGTH:
+            raise ValueError(
+                f"tag {name} is {len(value)} characters; the ledger stores {TAG_MAX_LENGTH}"
+            )
+    return tags

@@ -25,13 +25,10 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alphaswarm_orch.ledger.mirror import (
-    DEFAULT_BATCH_SIZE,
-    READ_TYPES,
-    LedgerMirror,
-    mirror_status,
-    read_events,
-)
+from alphaswarm_orch.ledger.db import ledger_engine
+from alphaswarm_orch.ledger.events import READ_TYPES, read_events
+from alphaswarm_orch.ledger.mirror import DEFAULT_BATCH_SIZE, LedgerMirror
+from alphaswarm_orch.ledger.store import mirror_status
 from alphaswarm_orch.settings import Settings
 from tests.ledger import workloads
 from tests.support import services
@@ -85,7 +82,7 @@ def main() -> None:
             asset_graph=workloads.defs.resolve_asset_graph(),
             batch_size=args.batch_size,
         )
-        mirror_status(settings)  # creates the ledger (migrations): not part of the drain
+        ledger_engine(settings)  # creates the ledger (migrations): not part of the drain
         started = time.perf_counter()
         batches = mirror.sync()
         mirror_s = time.perf_counter() - started

@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from alphaswarm_orch.execution.celery_config import VISIBILITY_TIMEOUT_ENV, visibility_timeout
 from alphaswarm_orch.settings import Settings, SettingsError, redacted, sqlalchemy_url
+from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR, workflows_dir
 
 
 def test_embedded_default_needs_nothing(tmp_path: Path) -> None:
@@ -67,6 +69,29 @@ def test_malformed_values_name_the_variable(name: str, value: str, message: str)
     assert name in str(excinfo.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        # str.isdigit() accepts these; int() reads the first as 9100 and refuses the second
+        # with a bare ValueError that names nothing.
+        ("ALPHASWARM_METRICS_PORT", "\u0669\u0661\u0660\u0660", "not a TCP port"),
+        ("ALPHASWARM_METRICS_PORT", "9\u00b2", "not a TCP port"),
+        ("ALPHASWARM_SENSOR_LOOP_SECONDS", "\u0661", "not a sensor loop period"),
+        ("ALPHASWARM_STORAGE_DIR", "~nosuchuser-alphaswarm/data", "cannot expand '~'"),
+        ("ALPHASWARM_LEDGER_URL", "sqlite://", "in-memory SQLite"),
+        ("ALPHASWARM_LEDGER_URL", "sqlite:///:memory:", "in-memory SQLite"),
+        ("ALPHASWARM_LEDGER_URL", "sqlite:///file::memory:?cache=shared", "in-memory SQLite"),
+        ("ALPHASWARM_LEDGER_URL", "sqlite:///file:ledger?mode=memory&uri=true", "in-memory"),
+    ],
+)
+def test_values_that_passed_or_crashed_fail_naming_variable_and_value(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message) as excinfo:
+        Settings.from_env({name: value})
+    assert f"{name}={value!r}" in str(excinfo.value)
+
+
 def test_missing_broker_is_named_when_required() -> None:
     with pytest.raises(SettingsError, match="ALPHASWARM_BROKER_URL"):
         Settings.from_env({}).require_broker("the worker")
@@ -79,3 +104,23 @@ def test_helpers() -> None:
     assert sqlalchemy_url("sqlite:///x.db") == "sqlite:///x.db"
     assert redacted("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
     assert redacted(None) == "(unset)"
+
+
+def test_a_ledger_file_is_accepted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert Settings.from_env({"ALPHASWARM_LEDGER_URL": url}).ledger_url == url
+
+
+@pytest.mark.parametrize("value", ["\u0669\u0660\u0660", "1\u00b2", "0", "-5", "12h"])
+def test_visibility_timeout_names_the_variable_and_value(value: str) -> None:
+    with pytest.raises(SettingsError, match="is not a number of seconds") as excinfo:
+        visibility_timeout({VISIBILITY_TIMEOUT_ENV: value})
+    assert f"{VISIBILITY_TIMEOUT_ENV}={value!r}" in str(excinfo.value)
+    assert visibility_timeout({VISIBILITY_TIMEOUT_ENV: "600"}) == 600
+
+
+def test_workflows_dir_with_an_unknown_user_names_the_variable() -> None:
+    value = "~nosuchuser-alphaswarm/specs"
+    with pytest.raises(SettingsError, match="cannot expand '~'") as excinfo:
+        workflows_dir({WORKFLOWS_DIR: value})
+    assert f"{WORKFLOWS_DIR}={value!r}" in str(excinfo.value)

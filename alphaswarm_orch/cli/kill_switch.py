@@ -4,7 +4,7 @@ import click
 import redis
 
 from alphaswarm_orch.cli.errors import user_errors
-from alphaswarm_orch.control.kill_switch import KillSwitch, parse_reason
+from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.queues import LIGHT_QUEUES, check_light_queue
 from alphaswarm_orch.settings import Settings
 
@@ -59,14 +59,18 @@ def off(queue: str | None, reason: str | None) -> None:
 @kill_switch_group.command(name="status")
 @_QUEUE
 def status(queue: str | None) -> None:
-    """The global switch and every per-queue switch (or only what applies to --queue)."""
+    """The global switch and every per-queue switch (or only what applies to --queue).
+
+    Fails closed like every reader: a key of any type is ON, and a switch that cannot be read
+    is ON (unreadable), with exit status 1.
+    """
     switch = _switch(queue)
     scopes = ["global", *([queue] if queue is not None else LIGHT_QUEUES)]
     keys = [switch.key_for(None if scope == "global" else scope) for scope in scopes]
-    try:
-        values = switch.client.mget(keys)
-    except redis.RedisError as exc:
-        raise click.ClickException(f"could not read the kill switch: {exc}") from exc
-    for scope, key, raw in zip(scopes, keys, values, strict=True):
-        text = "off" if raw is None else f"ON ({parse_reason(raw)}) [{key}]"
+    states = switch.states(keys)
+    for scope, key, state in zip(scopes, keys, states, strict=True):
+        text = "off" if state is None else f"ON ({state.reason}) [{key}]"
         click.echo(f"{scope:<10} {text}")
+    unreadable = [s for s in states if s is not None and s.unreadable]
+    if unreadable:
+        raise click.ClickException(f"could not read the kill switch: {unreadable[0].reason}")

@@ -1,4 +1,4 @@
-"""`alphaswarm-orch ledger sync|show RUN_ID|tail`: the workload_runs audit ledger."""
+"""`alphaswarm-orch ledger sync|show RUN_ID|tail|quarantine`: the workload_runs audit ledger."""
 
 from __future__ import annotations
 
@@ -15,20 +15,25 @@ import sqlalchemy as sa
 
 from alphaswarm_orch.cli.errors import user_errors
 from alphaswarm_orch.ledger.db import LedgerUnavailable, ledger_engine, ledger_errors
-from alphaswarm_orch.ledger.mirror import (
-    DEFAULT_BATCH_SIZE,
-    LedgerMirror,
-    MirrorUnsupported,
-    mirror_status,
-)
+from alphaswarm_orch.ledger.mirror import DEFAULT_BATCH_SIZE, LedgerMirror, MirrorUnsupported
 from alphaswarm_orch.ledger.schema import (
+    ledger_quarantine,
     ledger_refusals,
     workload_run_assets,
     workload_run_steps,
     workload_run_transitions,
     workload_runs,
 )
+from alphaswarm_orch.ledger.store import mirror_status
 from alphaswarm_orch.settings import Settings
+
+_module_option = click.option(
+    "--module",
+    "-m",
+    default="alphaswarm_orch.definitions",
+    show_default=True,
+    help="Module whose `defs` give the asset graph (upstream lineage).",
+)
 
 
 @click.group(name="ledger")
@@ -42,30 +47,10 @@ def ledger_group() -> None:
 @click.option(
     "--interval", type=float, default=5.0, show_default=True, help="Seconds between polls."
 )
-@click.option(
-    "--module",
-    "-m",
-    default="alphaswarm_orch.definitions",
-    show_default=True,
-    help="Module whose `defs` give the asset graph (upstream lineage).",
-)
+@_module_option
 def sync_command(batch_size: int, follow: bool, interval: float, module: str) -> None:
     """Catch the ledger up with the Dagster instance ($DAGSTER_HOME)."""
-    with user_errors():
-        settings = Settings.from_env()
-    if not os.environ.get("DAGSTER_HOME"):
-        settings.dagster_home.mkdir(parents=True, exist_ok=True)
-        os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
-    asset_graph = _definitions(module).resolve_asset_graph()
-    with dg.DagsterInstance.get() as instance:
-        try:
-            mirror = LedgerMirror(
-                settings, instance, asset_graph=asset_graph, batch_size=batch_size
-            )
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from exc
-        except MirrorUnsupported as exc:
-            raise click.ClickException(str(exc)) from exc
+    with _mirror(module, batch_size) as mirror:
         while True:
             try:
                 results = mirror.sync()
@@ -78,6 +63,7 @@ def sync_command(batch_size: int, follow: bool, interval: float, module: str) ->
                 click.echo(
                     f"mirrored {sum(r.events for r in results)} events "
                     f"({sum(r.runs for r in results)} run rows) in {len(results)} batches; "
+                    f"{sum(r.quarantined for r in results)} quarantined; "
                     f"cursor {last.cursor}"
                 )
             if not follow:
@@ -142,7 +128,8 @@ def show_command(run_id: str) -> None:
 @ledger_group.command(name="tail")
 @click.option("-n", "--lines", type=click.IntRange(min=1), default=20, show_default=True)
 def tail_command(lines: int) -> None:
-    """The most recently changed runs, recent refusals and the mirror's state."""
+    """The most recently changed runs, recent refusals, quarantined events and the mirror's
+    state."""
     settings = _settings()
     with _connection(settings) as conn:
         runs = conn.execute(
@@ -151,6 +138,7 @@ def tail_command(lines: int) -> None:
         refusals = conn.execute(
             sa.select(ledger_refusals).order_by(ledger_refusals.c.id.desc()).limit(lines)
         ).all()
+        quarantined = _quarantined(conn, lines)
     for run in reversed(runs):
         note = run.refusal_reason or run.error or ""
         click.echo(
@@ -162,16 +150,88 @@ def tail_command(lines: int) -> None:
             f"{k}={v}" for k in ("queue", "run_id", "request_id") if (v := getattr(refusal, k))
         )
         click.echo(f"refused  {_text(refusal.at)}  {refusal.source}: {refusal.reason}  {where}")
+    for row in quarantined:
+        click.echo(_quarantine_line(row))
     status = mirror_status(settings)
     click.echo(
         f"mirror: cursor {status.cursor}, lag {status.lag_seconds:.1f}s, "
-        f"rows written {status.rows_written}, last sync {_text(status.synced_at)}"
+        f"rows written {status.rows_written}, {status.quarantined} quarantined, "
+        f"last sync {_text(status.synced_at)}"
         + (
             f", last error {_text(status.last_error_at)}: {status.last_error}"
             if status.last_error
             else ""
         )
     )
+
+
+@ledger_group.command(name="quarantine")
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--retry",
+    "retry",
+    is_flag=True,
+    help="Mirror the quarantined events again (all, or the EVENT_IDs given), e.g. after "
+    "fixing what refused them; those still refused stay, with the new reason.",
+)
+@_module_option
+@click.argument("event_ids", nargs=-1, type=int)
+def quarantine_command(lines: int, retry: bool, module: str, event_ids: tuple[int, ...]) -> None:
+    """Dagster events the mirror set aside because the ledger could not store them."""
+    if event_ids and not retry:
+        raise click.UsageError("EVENT_IDs are only taken with --retry")
+    if retry:
+        with _mirror(module, DEFAULT_BATCH_SIZE) as mirror:
+            try:
+                result = mirror.retry_quarantined(event_ids or None)
+            except LedgerUnavailable as exc:
+                raise click.ClickException(str(exc)) from exc
+        click.echo(
+            f"retried: {len(result.mirrored)} mirrored, {len(result.quarantined)} still "
+            f"quarantined, {len(result.missing)} no longer in Dagster's event log"
+            + (f" ({', '.join(map(str, result.missing))})" if result.missing else "")
+        )
+    settings = _settings()
+    with _connection(settings) as conn:
+        rows = _quarantined(conn, lines)
+        total = conn.execute(sa.select(sa.func.count()).select_from(ledger_quarantine)).scalar()
+    for row in rows:
+        click.echo(_quarantine_line(row))
+    click.echo(f"{total} quarantined events" + (f" (latest {len(rows)} shown)" if rows else ""))
+
+
+def _quarantined(conn: sa.Connection, lines: int) -> list[sa.Row[Any]]:
+    """The latest quarantined events, oldest first."""
+    q = ledger_quarantine
+    rows = conn.execute(sa.select(q).order_by(q.c.event_id.desc()).limit(lines)).all()
+    return list(reversed(rows))
+
+
+def _quarantine_line(row: sa.Row[Any]) -> str:
+    return (
+        f"quarantined {row.event_id}  run {row.run_id}  {row.event_type}  "
+        f"{_text(row.at)}: {row.reason}"
+    )
+
+
+@contextmanager
+def _mirror(module: str, batch_size: int) -> Iterator[LedgerMirror]:
+    """A mirror of the Dagster instance at $DAGSTER_HOME (default: under the storage dir)."""
+    settings = _settings()
+    if not os.environ.get("DAGSTER_HOME"):
+        settings.dagster_home.mkdir(parents=True, exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    asset_graph = _definitions(module).resolve_asset_graph()
+    with dg.DagsterInstance.get() as instance:
+        try:
+            mirror = LedgerMirror(
+                settings, instance, asset_graph=asset_graph, batch_size=batch_size
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        except MirrorUnsupported as exc:
+            raise click.ClickException(str(exc)) from exc
+        yield mirror
 
 
 def _definitions(module: str) -> dg.Definitions:

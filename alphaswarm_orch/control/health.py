@@ -7,13 +7,25 @@ touches the broker: a Redis outage must take workers out of rotation, not make K
 restart healthy workers in a loop. The consumer's event loop beats a heartbeat every
 HEARTBEAT_SECONDS, and so does Celery's reconnect loop during an outage, and a draining worker
 counts as alive until it exits.
+
+The port is reachable by anything in the cluster, so the server bounds what a client can hold:
+each connection has REQUEST_DEADLINE_SECONDS from connecting to have sent its request and
+as long again to take the response, and at most MAX_CONNECTIONS are served at once. Past the
+cap, the oldest connection that has not sent its request yet is closed to make room (a
+scraper or the kubelet sends at once, so idle or trickling clients are the ones that go), and
+if every connection is busy answering, the new one is closed unanswered.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import math
 import os
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +48,15 @@ HEARTBEAT_SECONDS = 2.0
 LIVENESS_MAX_AGE_SECONDS = 60.0
 """Default heartbeat age above which /healthz fails (override with ?max_age=S)."""
 READINESS_TIMEOUT_SECONDS = 3.0
+MAX_READINESS_TIMEOUT_SECONDS = 8.0
+"""Longest ?timeout= a /readyz request may ask for (it must answer within the deadline)."""
 RECONNECT_MAX_INTERVAL_SECONDS = 5
+REQUEST_DEADLINE_SECONDS = 10.0
+"""From connecting to the end of the request's headers; the response gets as long again."""
+MAX_CONNECTIONS = 64
+"""Connections served at once (each holds a thread of the worker's main process)."""
+EVICTION_WAIT_SECONDS = 1.0
+"""How long a new connection waits for evicted ones' threads to end before it is refused."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +173,116 @@ class WorkerStatus:
     alive: bool
 
 
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` of them, each with a deadline."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        request_deadline: float = REQUEST_DEADLINE_SECONDS,
+    ) -> None:
+        self.max_connections = max_connections
+        self.request_deadline = request_deadline
+        self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
+        """Notified whenever a connection's thread ends."""
+        self._serving = 0
+        """Connections with a live thread (evicted ones included until their thread ends)."""
+        self._reading: dict[socket.socket, None] = {}
+        """Connections still reading their request, oldest first."""
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._released:
+            admitted = self._admit()
+            if not admitted and self._serving > self.max_connections:
+                # Evicted connections' threads are on their way out: wait for them (briefly:
+                # this is the accept loop) rather than turn away a scrape behind a flood.
+                admitted = self._released.wait_for(self._admit, timeout=EVICTION_WAIT_SECONDS)
+            if admitted:
+                self._serving += 1
+                self._reading[request] = None
+        if not admitted:
+            log.debug(
+                "health: %s connections busy, closing one from %s", self._serving, client_address
+            )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(request)
+            raise
+
+    def _admit(self) -> bool:
+        """Room for one more connection, closing the oldest idle one if needed (lock held)."""
+        if self._serving < self.max_connections:
+            return True
+        if self._serving >= 2 * self.max_connections or not self._reading:
+            return False  # all busy answering, or evicted ones still on their way out
+        oldest = next(iter(self._reading))
+        del self._reading[oldest]
+        _abort(oldest)  # its thread's read returns at once and the thread ends
+        return True
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release(request)
+
+    def _release(self, request: Any) -> None:
+        with self._released:
+            self._serving -= 1
+            self._reading.pop(request, None)
+            self._released.notify_all()
+
+    def request_received(self, request: Any) -> None:
+        """The connection has sent its request: no longer a candidate for eviction."""
+        with self._lock:
+            self._reading.pop(request, None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets or vanishes is routine here, not a traceback on stderr."""
+        routine = isinstance(sys.exc_info()[1], OSError)
+        level = logging.DEBUG if routine else logging.WARNING
+        log.log(level, "health: request from %s failed", client_address, exc_info=True)
+
+    def connections(self) -> int:
+        with self._lock:
+            return self._serving
+
+
+def _abort(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already gone
+        connection.shutdown(socket.SHUT_RDWR)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads from a socket until an absolute deadline: one byte every few seconds (slowloris)
+    does not keep a connection, where a per-read socket timeout alone would."""
+
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        self.connection = connection
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request not received before the connection's deadline")
+        self.connection.settimeout(remaining)
+        return self.connection.recv_into(buffer)
+
+
 class HealthServer:
     """/metrics, /healthz and /readyz on one port, served from a daemon thread."""
 
@@ -164,13 +294,20 @@ class HealthServer:
         node: str,
         queues: list[str],
         host: str = "0.0.0.0",
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        request_deadline: float = REQUEST_DEADLINE_SECONDS,
     ) -> None:
         self.registry = registry
         self.broker_url = broker_url
         self.node = node
         self.queues = queues
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self.httpd.daemon_threads = True
+        self.httpd = BoundedHTTPServer(
+            (host, port),
+            _handler(self),
+            max_connections=max_connections,
+            request_deadline=request_deadline,
+        )
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
 
     @property
@@ -197,8 +334,36 @@ class HealthServer:
         )
 
 
+def _seconds(query: dict[str, list[str]], name: str, default: float, maximum: float) -> float:
+    """A `?name=S` query value, refused (ValueError -> 400) unless finite, > 0, <= maximum."""
+    raw = query.get(name, [str(default)])[0]
+    value = float(raw)
+    if not (math.isfinite(value) and 0 < value <= maximum):
+        raise ValueError(f"{name}={raw!r} must be a number of seconds above 0, at most {maximum:g}")
+    return value
+
+
 def _handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        httpd: BoundedHTTPServer
+
+        def setup(self) -> None:
+            super().setup()
+            self.httpd = self.server  # type: ignore[assignment]
+            deadline = self.httpd.request_deadline
+            # The request (line and headers) must arrive within the deadline as a whole.
+            self.rfile.close()
+            self.rfile = io.BufferedReader(
+                _DeadlineReader(self.connection, time.monotonic() + deadline)
+            )
+
+        def parse_request(self) -> bool:
+            ok = super().parse_request()
+            self.httpd.request_received(self.request)
+            # The response (a /readyz probe included) gets a deadline of its own.
+            self.connection.settimeout(self.httpd.request_deadline)
+            return ok
+
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             query = parse_qs(url.query)
@@ -206,11 +371,13 @@ def _handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
                 if url.path == "/metrics":
                     self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
                 elif url.path == "/healthz":
-                    max_age = float(query.get("max_age", [LIVENESS_MAX_AGE_SECONDS])[0])
+                    max_age = _seconds(query, "max_age", LIVENESS_MAX_AGE_SECONDS, 86400.0)
                     status = server.status(max_age)
                     self._json(200 if status.alive else 503, asdict(status))
                 elif url.path == "/readyz":
-                    timeout = float(query.get("timeout", [READINESS_TIMEOUT_SECONDS])[0])
+                    timeout = _seconds(
+                        query, "timeout", READINESS_TIMEOUT_SECONDS, MAX_READINESS_TIMEOUT_SECONDS
+                    )
                     result = probe_broker(server.broker_url, timeout)
                     self._json(200 if result.ok else 503, asdict(result))
                 else:

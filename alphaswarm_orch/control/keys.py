@@ -13,6 +13,12 @@ def dead_letter_stream(family: str) -> str:
     return f"alphaswarm:requests:{family}:dead"
 
 
+def request_ids(family: str) -> str:
+    """Hash request id -> digest of the content first accepted under it (and its entry id), so
+    a request id reused for different content is dead-lettered instead of silently dropped."""
+    return f"alphaswarm:requests:{family}:ids"
+
+
 def tick_stream(session_id: str) -> str:
     """A paper/HFT session's tick or event stream."""
     return f"ticks:{session_id}"
@@ -46,3 +52,8 @@ def session_fence_key(session_id: str) -> str:
 def worker_handoff_key(node: str) -> str:
     """Set while worker `node` is stopping: its sessions hand themselves on (see sessions)."""
     return f"alphaswarm:worker:{node}:handoff"
+
+
+def refusal_episode_key(source: str, queue: str) -> str:
+    """The kill-switch episode `source` last recorded a refusal for, on `queue`."""
+    return f"alphaswarm:refusals:{source}:{queue}"

@@ -39,8 +39,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from alphaswarm_orch.control.keys import REQUEST_FAMILIES, dead_letter_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.control.keys import (
+    REQUEST_FAMILIES,
+    dead_letter_stream,
+    queue_kill_switch_key,
+)
+from alphaswarm_orch.control.kill_switch import read_states
 from alphaswarm_orch.execution.celery_config import SENT_AT_HEADER
 from alphaswarm_orch.execution.redis_queues import queue_keys
 from alphaswarm_orch.settings import Settings
@@ -411,35 +415,38 @@ class WorkerCollector(Collector):
         yield inflight
 
     def _control_series(self, sources: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
-        switch = KillSwitch(self.control, self.settings.kill_switch_key)
-        scopes = {"global": switch.key_for(None), **{q: switch.key_for(q) for q in self.queues}}
-        try:
-            pipe = self.control.pipeline(transaction=False)
-            pipe.mget(list(scopes.values()))
-            for family in REQUEST_FAMILIES:
-                pipe.xlen(dead_letter_stream(family))
-            switches, *lengths = pipe.execute()
-            engaged = {scope: raw is not None for scope, raw in zip(scopes, switches, strict=True)}
-            dead = dict(zip(REQUEST_FAMILIES, lengths, strict=True))
-        except redis.RedisError as exc:
-            log.warning("metrics: redis unreadable: %s", exc)
+        scopes = {"global": self.settings.kill_switch_key}
+        scopes.update({q: queue_kill_switch_key(scopes["global"], q) for q in self.queues})
+        pipe = self.control.pipeline(transaction=False)
+        for family in REQUEST_FAMILIES:
+            pipe.xlen(dead_letter_stream(family))
+        # Fail closed: a switch key of any type, or an unreadable Redis, reports engaged.
+        states, lengths = read_states(pipe, list(scopes.values()))
+        kill = GaugeMetricFamily(
+            "alphaswarm_kill_switch_engaged",
+            "1 while the kill switch (scope=global, or a queue's own key) is engaged: its key "
+            "exists (any type) or cannot be read.",
+            labels=["scope"],
+        )
+        for scope, state in zip(scopes, states, strict=True):
+            kill.add_metric([scope], 0 if state is None else 1)
+        yield kill
+        errors = (
+            [lengths]
+            if isinstance(lengths, Exception)
+            else [reply for reply in lengths if isinstance(reply, Exception)]
+        )
+        if errors:
+            log.warning("metrics: redis unreadable: %s", errors[0])
             sources.add_metric(["redis"], 0)
             return
         sources.add_metric(["redis"], 1)
-        kill = GaugeMetricFamily(
-            "alphaswarm_kill_switch_engaged",
-            "1 while the kill switch (scope=global, or a queue's own key) is set.",
-            labels=["scope"],
-        )
-        for scope, value in engaged.items():
-            kill.add_metric([scope], 1 if value else 0)
-        yield kill
         letters = GaugeMetricFamily(
             "alphaswarm_sensor_dead_letters",
             "Malformed requests in each family's dead-letter stream.",
             labels=["family"],
         )
-        for family, count in dead.items():
+        for family, count in zip(REQUEST_FAMILIES, lengths, strict=True):
             letters.add_metric([family], count)
         yield letters
 
@@ -504,9 +511,10 @@ def session_series(settings: Settings, client: redis.Redis, queues: list[str]) -
 
 
 def ledger_lag_series(settings: Settings) -> list[GaugeMetricFamily]:
-    """The ledger mirror's lag, if the ledger package is there and its database answers."""
+    """The ledger mirror's lag and quarantine, if the ledger package is there and its
+    database answers."""
     try:
-        from alphaswarm_orch.ledger.mirror import mirror_status
+        from alphaswarm_orch.ledger.store import mirror_status
     except ImportError:
         return []
     try:
@@ -533,6 +541,11 @@ def ledger_lag_series(settings: Settings) -> list[GaugeMetricFamily]:
             "alphaswarm_ledger_mirror_synced_timestamp_seconds",
             "When the mirror last completed a pass (epoch seconds; absent before the first).",
             status.synced_at.timestamp() if status.synced_at else None,
+        ),
+        (
+            "alphaswarm_ledger_quarantined_events",
+            "Dagster events set aside in ledger_quarantine because the ledger cannot store them.",
+            status.quarantined,
         ),
     ):
         if value is not None:

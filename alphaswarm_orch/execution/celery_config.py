@@ -13,7 +13,7 @@ from typing import Any
 from celery.signals import before_task_publish
 
 from alphaswarm_orch.queues import DEFAULT_QUEUE
-from alphaswarm_orch.settings import Settings, SettingsError
+from alphaswarm_orch.settings import Settings, SettingsError, is_ascii_digits
 
 VISIBILITY_TIMEOUT_ENV = "ALPHASWARM_VISIBILITY_TIMEOUT"
 # A step can run for hours (a paper session is one step), so Redis must not redeliver an
@@ -30,7 +30,7 @@ def visibility_timeout(env: dict[str, str] | None = None) -> int:
     raw = (os.environ if env is None else env).get(VISIBILITY_TIMEOUT_ENV, "").strip()
     if not raw:
         return VISIBILITY_TIMEOUT_SECONDS
-    if not raw.isdigit() or int(raw) < 1:
+    if not is_ascii_digits(raw) or int(raw) < 1:
         raise SettingsError(
             f"{VISIBILITY_TIMEOUT_ENV}={raw!r} is not a number of seconds: set it above the "
             f"longest task's run time (default {VISIBILITY_TIMEOUT_SECONDS})"

@@ -3,11 +3,18 @@
 Every table has a natural unique key taken from Dagster (run id, step key, event storage id),
 so the mirror can replay any window of the event log with upserts and never duplicate a row.
 Times are UTC.
+
+`fit` makes a derived row storable in its table: the lengths come from the columns below.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import sqlalchemy as sa
+
+from alphaswarm_orch.text import sanitize
 
 metadata = sa.MetaData()
 
@@ -102,3 +109,39 @@ ledger_mirror_state = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("last_error_at", sa.DateTime(timezone=True)),
 )
+
+ledger_quarantine = sa.Table(
+    "ledger_quarantine",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Dagster events the mirror could not store, set aside with the reason (one row per event)."""
+sa.Index("ix_ledger_quarantine_at", ledger_quarantine.c.at)
+
+IDENTITY_COLUMNS = frozenset({"run_id", "step_key"})
+"""Dagster's own identifiers: never altered to fit (a changed key could merge two runs or
+steps); a row whose identifier does not fit is quarantined instead."""
+MULTILINE_COLUMNS = frozenset({"detail", "error", "refusal_reason", "reason", "last_error"})
+"""Error text: keeps tabs and newlines; other control characters are escaped."""
+
+
+def fit(table: sa.Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` made storable in `table`: text columns (and lists of text) have NUL, control and
+    bidi characters escaped and are cut to the column's length (`alphaswarm_orch.text.sanitize`).
+    Identifiers (IDENTITY_COLUMNS) and non-text values pass unchanged."""
+    return {name: _fit_value(table.c[name], value) for name, value in row.items()}
+
+
+def _fit_value(column: sa.Column[Any], value: Any) -> Any:
+    if column.name in IDENTITY_COLUMNS:
+        return value
+    multiline = column.name in MULTILINE_COLUMNS
+    if isinstance(value, str):
+        return sanitize(value, getattr(column.type, "length", None), multiline=multiline)
+    if isinstance(value, list):
+        return [sanitize(v, multiline=multiline) if isinstance(v, str) else v for v in value]
+    return value

@@ -10,16 +10,24 @@ Types: `paper.start`/`paper.stop`, `hft.start`/`hft.stop` (SessionStart/SessionS
 `terraform.action` (`workspace`, `action` plan|apply|destroy, `variables`, `plan_id` required
 for apply and only for apply). Unknown fields are errors.
 
+Every string in a request passes `text.unsafe_reason` (NUL, control, bidi characters are
+refused naming the field and character); a key repeated in one JSON object is refused.
+
 API:
 - `read_requests(client, family, cursor, *, count=100, check=None, max_bytes=MAX_REQUEST_BYTES)
-  -> ReadBatch(requests=[ReceivedRequest(stream_id, request)], cursor, dead_letters)`.
-  Reads entries after `cursor` (a stream id; None = from the start). Every malformed entry
-  (no payload, oversized, not UTF-8/JSON/object, unsupported schema_version, unknown type,
-  invalid fields, or `check(request)` returning a reason) goes to
-  `control.keys.dead_letter_stream(family)` with `reason`, the original `payload`,
-  `source_stream`, `source_id` (the dead-letter entry reuses the source id, so re-reading
-  never duplicates it). The returned cursor is the last entry read: store it as the sensor
-  cursor. The caller dedups by `request.request_id` (use it as the run_key).
+  -> ReadBatch(requests=[ReceivedRequest(stream_id, request)], cursor, dead_letters,
+  unresolved)`. Reads entries after `cursor` (a stream id; None = from the start). Every
+  refused entry (no payload, oversized, not UTF-8/JSON/object, duplicate keys, unsupported
+  schema_version, unknown type, invalid or unsafe fields, a request id already used for
+  different content, or `check(request)` returning a reason) goes to
+  `control.keys.dead_letter_stream(family)` with a sanitised `reason`, a bounded `payload`
+  (terraform variable values redacted), `payload_bytes`, `source_stream`, `source_id` (the
+  dead-letter entry reuses the source id, so re-reading never duplicates it; the stream is
+  trimmed to about DEAD_LETTER_MAXLEN). The returned cursor is the last entry resolved: store
+  it as the sensor cursor. If Redis refuses a dead letter or a check, the batch stops before
+  that entry (`unresolved`). The caller dedups by `request.request_id` (use it as run_key).
+- `launchable.run_request_problem(job, run_request)`: why Dagster could not create that run
+  (checked in a sensor's `check`, so the cursor never passes a request whose run fails).
 - `parse_request(family, payload)` -> a model, or `InvalidRequest` whose message is the reason.
 - `append_request(client, request)` -> stream id (used by `alphaswarm-orch submit`).
 """
@@ -36,6 +44,8 @@ from alphaswarm_orch.requests.models import (
     TerraformRequest,
 )
 from alphaswarm_orch.requests.reader import (
+    DEAD_LETTER_MAXLEN,
+    DEAD_LETTER_PAYLOAD_BYTES,
     MAX_REQUEST_BYTES,
     DeadLetter,
     InvalidRequest,
@@ -47,6 +57,8 @@ from alphaswarm_orch.requests.reader import (
 )
 
 __all__ = [
+    "DEAD_LETTER_MAXLEN",
+    "DEAD_LETTER_PAYLOAD_BYTES",
     "MAX_REQUEST_BYTES",
     "SCHEMA_VERSIONS",
     "DeadLetter",

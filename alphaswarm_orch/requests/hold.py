@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from alphaswarm_orch.control.keys import request_stream
+from alphaswarm_orch.control.keys import refusal_episode_key, request_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.settings import Settings
@@ -23,16 +23,28 @@ def kill_switch_hold(
     queue: str,
     source: str,
 ) -> str | None:
-    """The skip reason while a switch for `queue` is set, else None.
+    """The skip reason while a switch for `queue` is engaged (fail closed), else None.
 
-    The refusal is recorded in the ledger only when requests are waiting past `cursor`, so an
-    idle switch does not write a row on every sensor tick.
+    The refusal is recorded in the ledger once per episode of the switch (until it is cleared,
+    or set to another value), and only once requests are waiting past `cursor`, so a sensor
+    that skips every second writes one row per incident, not one per tick. The episode
+    recorded is kept in Redis (`refusal_episode_key`), so a restarted daemon does not record
+    it again.
     """
     state = KillSwitch(client, settings.kill_switch_key).state(queue)
+    marker = refusal_episode_key(source, queue)
     if state is None:
+        client.delete(marker)
         return None
     reason = f"kill switch {state.key!r} is set ({state.reason}): {family} requests wait"
     start = "-" if cursor is None else f"({cursor}"
-    if client.xrange(request_stream(family), min=start, max="+", count=1):
+    try:
+        if client.get(marker) == state.episode.encode():
+            return reason
+        waiting = client.xrange(request_stream(family), min=start, max="+", count=1)
+    except redis.RedisError:
+        return reason  # Redis unreadable: nothing can be launched, nor known to wait
+    if waiting:
         record_refusal(settings, source=source, reason=reason, queue=queue)
+        client.set(marker, state.episode)
     return reason

@@ -2,21 +2,58 @@
 
 Every request is a JSON object with `schema_version`, `type`, `request_id` and `actor`; the
 rest depends on the type. Unknown fields are errors (a typo must not be silently ignored).
+Every string, terraform variable names and (nested) string values included, passes
+`text.unsafe_reason` first (NUL, control and bidi characters are refused naming the field and
+the character), and the strings that become run tags are bounded to what the ledger stores.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from alphaswarm_orch.text import TAG_MAX_LENGTH, unsafe_reason
 
 SCHEMA_VERSIONS: tuple[int, ...] = (1,)
 """Schema versions this code location accepts."""
 
-RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
-SessionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
-Symbol = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9._/-]{0,31}$")]
-Workspace = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+ACTOR_MAX_LENGTH = min(128, TAG_MAX_LENGTH)
+"""Longest actor: a run tag, and a ledger column of `TAG_MAX_LENGTH` characters."""
+
+REASON_MAX_LENGTH = 500
+"""Longest stop reason (stored on the session's stop key and logged)."""
+
+
+def _refuse_unsafe(value: Any) -> Any:
+    """Runs before type and pattern checks, so the reason names the offending character."""
+    if isinstance(value, str):
+        reason = unsafe_reason(value)
+        if reason is not None:
+            raise PydanticCustomError("unsafe_text", "{reason}", {"reason": reason})
+    return value
+
+
+def Text(**constraints: Any) -> Any:
+    """A request string: checked by `text.unsafe_reason`, then by `constraints`."""
+    return Annotated[str, Field(**constraints), BeforeValidator(_refuse_unsafe)]
+
+
+RequestId = Text(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+SessionId = Text(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+Symbol = Text(pattern=r"^[A-Z0-9][A-Z0-9._/-]{0,31}$")
+Workspace = Text(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+VariableName = Text(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+Actor = Text(min_length=1, max_length=ACTOR_MAX_LENGTH)
 
 
 class RequestBase(BaseModel):
@@ -27,7 +64,7 @@ class RequestBase(BaseModel):
     family: ClassVar[str]
     schema_version: Literal[1]
     request_id: RequestId
-    actor: str = Field(min_length=1, max_length=128)
+    actor: Actor
 
 
 class SessionStart(RequestBase):
@@ -45,7 +82,7 @@ class SessionStop(RequestBase):
     """Stop a running session cleanly (it finishes the current tick)."""
 
     session_id: SessionId
-    reason: str = Field(default="stop requested", min_length=1, max_length=500)
+    reason: Text(min_length=1, max_length=REASON_MAX_LENGTH) = "stop requested"
 
 
 class PaperStart(SessionStart):
@@ -75,10 +112,20 @@ class TerraformRequest(RequestBase):
     type: Literal["terraform.action"]
     workspace: Workspace
     action: Literal["plan", "apply", "destroy"]
-    variables: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")], Any] = Field(
-        default_factory=dict
-    )
+    variables: dict[VariableName, Any] = Field(default_factory=dict)
     plan_id: RequestId | None = None
+
+    @field_validator("variables")
+    @classmethod
+    def _variable_values_are_safe(cls, variables: dict[str, Any]) -> dict[str, Any]:
+        for name, value in variables.items():
+            if value is None:  # Dagster refuses a null map member when it creates the run
+                problem = f"{name}: null is not a value a request can pass; omit the variable"
+            else:
+                problem = _value_problem(value, name)
+            if problem is not None:
+                raise PydanticCustomError("unsafe_variable", "{problem}", {"problem": problem})
+        return variables
 
     @model_validator(mode="after")
     def _plan_id_only_for_apply(self) -> TerraformRequest:
@@ -87,6 +134,28 @@ class TerraformRequest(RequestBase):
         if self.action != "apply" and self.plan_id is not None:
             raise ValueError(f"plan_id is only for action 'apply', not {self.action!r}")
         return self
+
+
+def _value_problem(value: Any, path: str) -> str | None:
+    """Why a variable's value may not enter, or None: every string in it (map keys included)
+    passes the same text check as request fields."""
+    if isinstance(value, str):
+        reason = unsafe_reason(value)
+        return None if reason is None else f"{path}: {reason}"
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _value_problem(item, f"{path}.{index}")
+            if problem is not None:
+                return problem
+    if isinstance(value, dict):
+        for key, item in value.items():
+            reason = unsafe_reason(key) if isinstance(key, str) else None
+            if reason is not None:
+                return f"{path} key: {reason}"
+            problem = _value_problem(item, f"{path}.{key}")
+            if problem is not None:
+                return problem
+    return None
 
 
 PaperRequest = Annotated[PaperStart | PaperStop, Field(discriminator="type")]

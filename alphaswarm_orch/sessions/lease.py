@@ -51,11 +51,23 @@ redis.call('set', KEYS[1], value, 'PX', ARGV[2])
 return {fence, value}
 """
 
+# The stop checks of a read or ack: GET of KEYS[3] and KEYS[4] (stop request, handoff flag),
+# TYPE of the rest (kill switches: any existing key engages; the caller reads it in full).
+_STOPS = """
+local function stops()
+  local values = {redis.call('get', KEYS[3]), redis.call('get', KEYS[4])}
+  for i = 5, #KEYS do values[#values + 1] = redis.call('type', KEYS[i])['ok'] end
+  return values
+end
+"""
+
 # KEYS: lease, stream, stop keys...; ARGV: value, ttl, group, consumer, count, cursor
-_READ = """
+_READ = (
+    _STOPS
+    + """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end
 redis.call('pexpire', KEYS[1], ARGV[2])
-local stops = redis.call('mget', unpack(KEYS, 3))
+local stops = stops()
 local reply = redis.call('xreadgroup', 'GROUP', ARGV[3], ARGV[4], 'COUNT', ARGV[5],
   'STREAMS', KEYS[2], ARGV[6])
 local entries = {}
@@ -71,14 +83,18 @@ for _, group in ipairs(redis.call('xinfo', 'groups', KEYS[2])) do
 end
 return {1, stops, entries}
 """
+)
 
 # KEYS: lease, stream, stop keys...; ARGV: value, ttl, group, entry id
-_ACK = """
+_ACK = (
+    _STOPS
+    + """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end
 redis.call('pexpire', KEYS[1], ARGV[2])
 redis.call('xack', KEYS[2], ARGV[3], ARGV[4])
-return {1, redis.call('mget', unpack(KEYS, 3))}
+return {1, stops()}
 """
+)
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end

@@ -6,7 +6,8 @@ pending are claimed too. The loop first takes the session's lease (lease.py) and
 and acknowledgement checks it atomically, so two steps of one session never consume at once.
 Each tick is acknowledged after its handler returns, together with the stop checks (kill
 switch, per-queue kill switch, stop request, the worker's handoff flag), so the loop stops
-within one tick at the cost of no extra round trip.
+within one tick at the cost of no extra round trip. The switches are read under the kill
+switch's fail-closed rule: a key of any type, or a failed read, stops the session.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from dataclasses import dataclass
 import redis
 
 from alphaswarm_orch.control.keys import session_stop_key, tick_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged, parse_reason
+from alphaswarm_orch.control.kill_switch import (
+    KillSwitch,
+    KillSwitchEngaged,
+    engaged_states,
+    read_states,
+)
 from alphaswarm_orch.sessions.lease import LEASE_TTL_MS, LeaseLost, SessionLease
 from alphaswarm_orch.sessions.ticks import InvalidTick, Tick, parse_tick
 
@@ -99,13 +105,12 @@ class SessionLoop:
         """Called with the outcome while the lease is still held (record the state)."""
         """The highest fence the session's state has seen (a Redis that lost its counter
         must still hand out higher fences)."""
-        self.stop_keys = [
-            kill_switch.key_for(None),
-            kill_switch.key_for(queue),
-            session_stop_key(session_id),
-        ]
-        if handoff_key is not None:
-            self.stop_keys.append(handoff_key)
+        self.kill_keys = kill_switch.keys_for(queue)
+        self.stop_key = session_stop_key(session_id)
+        self.handoff_key = handoff_key
+        # Read by the lease scripts with every read and ack: the stop request and handoff flag
+        # (GET), the kill switches (TYPE; a set one is then read in full, fail-closed).
+        self.stop_keys = [self.stop_key, handoff_key or self.stop_key, *self.kill_keys]
         self._shutdown = threading.Event()
         self.ticks = self.invalid = 0
 
@@ -163,7 +168,7 @@ class SessionLoop:
         """Wait for the lease (a previous owner's expires within its TTL); a stop while
         waiting ends the step without ever owning the session."""
         while True:
-            stop = self._stop_reason(self.client.mget(self.stop_keys))
+            stop = self._check_stop()
             if stop is None and self._shutdown.is_set():
                 stop = ("shutdown", "SIGTERM before the session was taken over", None)
             if stop is not None:
@@ -178,9 +183,12 @@ class SessionLoop:
         while True:
             if self._shutdown.is_set():
                 return ("shutdown", "SIGTERM: the current tick finished", None)
-            values, entries, last = self.lease.read(
-                GROUP, CONSUMER, cursor, self.batch, self.stop_keys
-            )
+            try:
+                values, entries, last = self.lease.read(
+                    GROUP, CONSUMER, cursor, self.batch, self.stop_keys
+                )
+            except redis.RedisError as exc:
+                return self._unreadable(exc)
             stop = self._stop_reason(values)
             if stop is not None:
                 return stop
@@ -202,7 +210,10 @@ class SessionLoop:
                 if tick is not None:
                     self.handle(tick)
                     self.ticks += 1
-                stop = self._stop_reason(self.lease.ack(GROUP, entry_id, self.stop_keys))
+                try:
+                    stop = self._stop_reason(self.lease.ack(GROUP, entry_id, self.stop_keys))
+                except redis.RedisError as exc:  # the ack may not have happened: resumable
+                    stop = self._unreadable(exc)
                 if tick is not None and self.after_ack is not None:
                     self.after_ack(tick)
                 if stop is not None:
@@ -237,18 +248,48 @@ class SessionLoop:
             if start in (b"0-0", "0-0"):
                 return
 
-    def _stop_reason(self, values: list[bytes | None]) -> tuple[str, str, str | None] | None:
-        """(stopped_by, reason, kill key) for the first stop condition set, else None."""
-        for index, raw in enumerate(values):
-            if raw is None:
-                continue
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            if index == 2:
-                return ("stop_request", text, None)
-            if index == 3:
-                return ("handoff", f"worker stopping: {text}", None)
-            return ("kill_switch", parse_reason(raw), self.stop_keys[index])
+    def _check_stop(self) -> tuple[str, str, str | None] | None:
+        """The stop checks on their own (while waiting for the lease)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.stop_key)
+        pipe.get(self.handoff_key or self.stop_key)
+        states, replies = read_states(pipe, self.kill_keys)
+        stop = self._kill_stop(states)
+        if stop is not None:
+            return stop
+        assert not isinstance(replies, Exception)  # it would have engaged every switch
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return self._stop_reason([*replies, *(b"none" for _ in self.kill_keys)])
+
+    def _stop_reason(self, values: list) -> tuple[str, str, str | None] | None:
+        """(stopped_by, reason, kill key) for the first stop condition set, else None, from
+        what the lease scripts read: stop value, handoff value, then each switch's TYPE."""
+        stop, handoff, *kinds = values
+        if any(kind not in (b"none", "none") for kind in kinds):
+            states, _ = read_states(self.client.pipeline(transaction=False), self.kill_keys)
+            found = self._kill_stop(states)
+            if found is not None:
+                return found
+        if stop is not None:
+            return ("stop_request", _text(stop), None)
+        if handoff is not None and self.handoff_key is not None:
+            return ("handoff", f"worker stopping: {_text(handoff)}", None)
         return None
+
+    @staticmethod
+    def _kill_stop(states: list) -> tuple[str, str, str | None] | None:
+        for state in states:
+            if state is not None:
+                return ("kill_switch", state.reason, state.key)
+        return None
+
+    def _unreadable(self, exc: redis.RedisError) -> tuple[str, str, str | None]:
+        """A failed read of the switches stops the session as an engaged switch does."""
+        state = engaged_states(self.kill_keys, exc)[0]
+        assert state is not None
+        return ("kill_switch", state.reason, state.key)
 
 
 def _fields(raw: object) -> dict:
@@ -257,6 +298,10 @@ def _fields(raw: object) -> dict:
         return raw
     items = list(raw or [])
     return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
 def local_worker() -> str:

@@ -5,6 +5,10 @@ sensor also looks the request id up in the instance, so re-reading the stream (a
 without its cursor, a duplicate delivery) never launches a second run. A stop request sets
 the session's stop key. Session ids are single-use: a second start for a known session, or a
 stop for an unknown one, is dead-lettered.
+
+A start's RunRequest is built and checked (`requests.launchable`) while the stream is read,
+so the cursor only passes a start whose run Dagster can create; any other start is
+dead-lettered with the reason, and nothing the sensor logs carries a control character.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import redis
 from alphaswarm_orch.control.keys import request_stream, session_registry, session_stop_key
 from alphaswarm_orch.requests import Request, SessionStart, SessionStop, read_requests
 from alphaswarm_orch.requests.hold import REQUEST_SENSOR_INTERVAL_SECONDS, kill_switch_hold
+from alphaswarm_orch.requests.launchable import launched_job, log_batch, run_request_problem
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import REQUEST_ID_TAG, WORKLOAD_TAG, workload_tags
 
@@ -86,7 +91,7 @@ def build_request_sensor(family: str, job: dg.JobDefinition) -> dg.SensorDefinit
             settings.redis_url, socket_timeout=5, socket_connect_timeout=5
         )
         try:
-            return _evaluate(context, settings, client, family, name)
+            return _evaluate(context, settings, client, family, name, job)
         finally:
             client.close()
 
@@ -99,13 +104,26 @@ def _evaluate(
     client: redis.Redis,
     family: str,
     name: str,
+    job: dg.JobDefinition,
 ) -> dg.SensorResult | dg.SkipReason:
     held = kill_switch_hold(client, settings, family, context.cursor, queue=family, source=name)
     if held is not None:
         return dg.SkipReason(held)
 
     registry = SessionRegistry(client, family)
-    batch = read_requests(client, family, context.cursor, check=registry.admit)
+    job = launched_job(context, job)
+
+    def check(request: Request) -> str | None:
+        if isinstance(request, SessionStart):
+            try:
+                problem = run_request_problem(job, session_run_request(family, request))
+            except ValueError as exc:  # a tag value workload_tags refuses
+                problem = str(exc)
+            if problem is not None:
+                return problem
+        return registry.admit(request)
+
+    batch = read_requests(client, family, context.cursor, check=check)
     run_requests: list[dg.RunRequest] = []
     seen: set[str] = set()
     for received in batch.requests:
@@ -120,8 +138,7 @@ def _evaluate(
             continue
         seen.add(request.request_id)
         run_requests.append(session_run_request(family, request))
-    for letter in batch.dead_letters:
-        context.log.warning(f"dead-lettered {family} request {letter.stream_id}: {letter.reason}")
+    log_batch(context.log, family, batch)
     return dg.SensorResult(run_requests=run_requests, cursor=batch.cursor)
 
 

@@ -3,7 +3,8 @@
 Stopping follows terraform's own contract: SIGINT first (it stops provisioners, writes state
 and releases the lock), SIGKILL to the whole process group only if it has not exited after the
 grace period. The command runs in its own session so a signal aimed at the worker does not
-reach it unforwarded.
+reach it unforwarded, and with umask PRIVATE_UMASK: the state, plans and data dirs terraform
+writes hold secrets in the clear and are readable by their owner only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from alphaswarm_orch.terraform.errors import TerraformCancelled, TerraformTimeou
 from alphaswarm_orch.terraform.redact import Redactor
 
 TAIL_LINES = 20
+PRIVATE_UMASK = 0o077
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ def run_command(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        umask=PRIVATE_UMASK,
     )
     assert process.stdout is not None and process.stderr is not None
     pumps = [threading.Thread(target=_pump_lines, args=(process.stderr, lines), daemon=True)]

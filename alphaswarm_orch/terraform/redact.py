@@ -3,6 +3,9 @@
 Terraform masks sensitive values in its human output but not in `terraform show -json` of a
 plan, and provisioners may print anything, so every line and every JSON document that leaves
 the runtime goes through one `Redactor`.
+
+Output is redacted line by line, so a multi-line secret (a PEM key in `TF_VAR_tls_key`) is
+also remembered line by line: a provisioner that prints it leaks none of its lines.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ still masked wherever terraform marks them sensitive."""
 
 CREDENTIAL_NAME = re.compile(
     r"SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|API_KEY|"
-    r"APIKEY|AUTH|SESSION_KEY|CLIENT_KEY|^TF_TOKEN_",
+    r"APIKEY|AUTH|SESSION_KEY|CLIENT_KEY|^TF_TOKEN_|^TF_VAR_\w*KEY$",
     re.IGNORECASE,
 )
+
+PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+"""A PEM private key is a secret whatever the variable holding it is called."""
 
 
 class Redactor:
@@ -37,7 +43,7 @@ class Redactor:
         """Credentials in the environment terraform runs with: by name, and URL passwords."""
         redactor = cls()
         for name, value in environ.items():
-            if CREDENTIAL_NAME.search(name):
+            if CREDENTIAL_NAME.search(name) or PRIVATE_KEY_BLOCK.search(value):
                 redactor.add(value)
             if "://" in value:
                 try:
@@ -56,8 +62,11 @@ class Redactor:
                 self.add(*value)
             elif value is not None and not isinstance(value, bool):
                 text = str(value)
-                if len(text) >= MIN_SECRET_LENGTH:
-                    self._secrets.add(text)
+                parts = [text]
+                if len(text.splitlines()) > 1:
+                    # Each line on its own too: output is redacted one line at a time.
+                    parts += [line.strip() for line in text.splitlines()]
+                self._secrets.update(part for part in parts if len(part) >= MIN_SECRET_LENGTH)
 
     def text(self, line: str) -> str:
         for secret in sorted(self._secrets, key=len, reverse=True):
@@ -66,9 +75,12 @@ class Redactor:
         return line
 
     def value(self, value: Any) -> Any:
-        """`value` with every string leaf passed through `text`."""
+        """`value` with every string leaf passed through `text`, and any number leaf that is
+        itself a secret (a sensitive `number` default) replaced."""
         if isinstance(value, str):
             return self.text(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return REDACTED if str(value) in self._secrets else value
         if isinstance(value, Mapping):
             return {key: self.value(item) for key, item in value.items()}
         if isinstance(value, list):
@@ -107,6 +119,12 @@ class Redactor:
             name: _mask_change(change)
             for name, change in (plan.get("output_changes") or {}).items()
         }
+        configuration = dict(plan.get("configuration") or {})
+        if "root_module" in configuration:
+            # The configuration repeats each variable's `default`, of any type (a map, a
+            # number): those of sensitive variables are masked whole.
+            configuration["root_module"] = _mask_config_module(configuration["root_module"], hidden)
+            plan["configuration"] = configuration
         return self.value(plan)
 
 
@@ -147,4 +165,25 @@ def _mask_module(module: Mapping[str, Any]) -> dict[str, Any]:
     ]
     if "child_modules" in module:
         masked["child_modules"] = [_mask_module(child) for child in module["child_modules"]]
+    return masked
+
+
+def _mask_config_module(module: Mapping[str, Any], hidden: set[str]) -> dict[str, Any]:
+    """A `configuration` module with the defaults of its sensitive variables masked; `hidden`
+    names the root module's sensitive variables (child modules say so themselves)."""
+    masked = dict(module)
+    if "variables" in module:
+        masked["variables"] = {
+            name: {**spec, "default": REDACTED}
+            if "default" in spec and (spec.get("sensitive") or name in hidden)
+            else spec
+            for name, spec in module["variables"].items()
+        }
+    if "module_calls" in module:
+        masked["module_calls"] = {
+            name: {**call, "module": _mask_config_module(call["module"], set())}
+            if "module" in call
+            else call
+            for name, call in module["module_calls"].items()
+        }
     return masked

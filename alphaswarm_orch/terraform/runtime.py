@@ -147,7 +147,8 @@ class TerraformRuntime:
             raise StalePlan(f"plan id {plan_id!r} was already applied: plan under a new id")
         if directory.exists():
             shutil.rmtree(directory)  # a retried plan step replaces its unapplied plan
-        directory.mkdir(parents=True, mode=0o700)
+        _private_dir(self.config.plans_dir)
+        directory.mkdir(mode=0o700)
         try:
             return self._plan_into(directory, ws, variables, sensitive, plan_id, destroy, cancel)
         except BaseException:
@@ -185,7 +186,7 @@ class TerraformRuntime:
         raw = self._show_json(ws, env, directory / PLAN_FILE, cancel)
         self.redactor.add(*_sensitive_values(raw, sensitive))
         json_file = directory / PLAN_JSON
-        json_file.write_text(json.dumps(self.redactor.plan_json(raw, sensitive)))
+        _write_private(json_file, json.dumps(self.redactor.plan_json(raw, sensitive)))
         saved = SavedPlan(
             plan_id=plan_id,
             workspace=ws.name,
@@ -318,7 +319,7 @@ class TerraformRuntime:
         return self.config.plans_dir / plan_id
 
     def _env(self, directory: Path) -> dict[str, str]:
-        self.config.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.config.plugin_cache_dir)
         return {
             **self.environ,
             "TF_IN_AUTOMATION": "1",
@@ -437,5 +438,20 @@ def _record(saved: SavedPlan) -> dict[str, Any]:
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write via a temporary file and rename, so readers never see half a record."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
+    tmp.unlink(missing_ok=True)
+    _write_private(tmp, json.dumps(data))
     os.replace(tmp, path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create `path` readable by its owner only (what the runtime stores may hold secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _private_dir(path: Path) -> None:
+    """`path` and its missing parents, created owner-only (the state dir holds plans)."""
+    if not path.is_dir():
+        _private_dir(path.parent)
+        path.mkdir(mode=0o700, exist_ok=True)

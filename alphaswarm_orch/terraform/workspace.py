@@ -85,7 +85,7 @@ def declared_variables(workspace: Workspace) -> dict[str, Variable]:
             type=_unquote(type_) if isinstance(type_, str) else None,
             required="default" not in body,
             sensitive=bool(body.get("sensitive", False)),
-            default=_unquote(body["default"]) if isinstance(body.get("default"), str) else None,
+            default=_literal(body.get("default")),
         )
     return variables
 
@@ -179,6 +179,18 @@ def _kind_problem(declared_type: str | None, value: Any) -> str | None:
     except (TypeError, ValueError) as exc:
         return f"not representable as JSON ({exc})"
     return None
+
+
+def _literal(value: Any) -> Any:
+    """A parsed HCL default as terraform sees it: string leaves unquoted, at any depth (a
+    sensitive map's leaves must be known to be redacted)."""
+    if isinstance(value, str):
+        return _unquote(value)
+    if isinstance(value, Mapping):
+        return {key: _literal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_literal(item) for item in value]
+    return value
 
 
 def _unquote(text: str) -> str:

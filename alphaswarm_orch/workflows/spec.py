@@ -10,6 +10,7 @@ a bad spec fails the code location load with an error its author can act on.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ from pydantic import (
 )
 
 from alphaswarm_orch.queues import QueueError, check_heavy_queue, check_light_queue
-from alphaswarm_orch.settings import SettingsError
+from alphaswarm_orch.settings import SettingsError, expand_path
 from alphaswarm_orch.workflows.steps import LIGHT_STEPS
 
 WORKFLOWS_DIR = "ALPHASWARM_WORKFLOWS_DIR"
@@ -42,6 +43,19 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=60)]
 
+MAX_DISPATCH_TIMEOUT_SECONDS = 7 * 24 * 3600.0
+"""Longest a dispatch step may wait for its task (a week): anything longer is a mistake."""
+MAX_ALIAS_NODES = 10_000
+"""How many nodes YAML aliases may add in all once expanded: a spec that repeats a block with
+`*anchor` stays well under it, an alias bomb (each level nine aliases of the last) does not."""
+MAX_CHAIN = 500
+"""Most steps one `depends_on` chain may hold: Dagster builds a job's graph recursively, and a
+chain of ~1,200 steps exceeds Python's recursion limit there."""
+MAX_NESTING = 64
+"""Deepest nesting of mappings and lists a spec may have (the YAML composer recurses)."""
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser when PyYAML was built with it (same events and marks, ~10x faster)."""
+
 
 class DispatchSpec(BaseModel):
     """`send_task(task, args, kwargs, queue=queue)`; the wait covers queueing and running."""
@@ -51,7 +65,17 @@ class DispatchSpec(BaseModel):
     queue: str
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    timeout_seconds: float = Field(default=3600.0, gt=0)
+    timeout_seconds: float = 3600.0
+
+    @field_validator("timeout_seconds")
+    @classmethod
+    def _bounded_timeout(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0 < value <= MAX_DISPATCH_TIMEOUT_SECONDS):
+            raise ValueError(
+                f"timeout_seconds {value!r} is not a number of seconds above 0 and at most "
+                f"{MAX_DISPATCH_TIMEOUT_SECONDS:g} (7 days)"
+            )
+        return value
 
 
 class StepSpec(BaseModel):
@@ -148,7 +172,7 @@ def workflows_dir(env: Mapping[str, str] | None = None) -> Path:
     raw = (env.get(WORKFLOWS_DIR) or "").strip()
     if not raw:
         return DEFAULT_WORKFLOWS_DIR
-    path = Path(raw).expanduser().absolute()
+    path = expand_path(WORKFLOWS_DIR, raw)
     if not path.is_dir():
         raise SettingsError(
             f"{WORKFLOWS_DIR}={raw!r} is not a directory: point it at a folder of workflow "
@@ -221,8 +245,9 @@ def load_spec(path: Path) -> WorkflowSpec:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowSpecError([SpecProblem(path, None, "", f"cannot read: {exc}")]) from exc
-    loader = yaml.SafeLoader(text)
+    loader = _YAML_LOADER(text)
     try:
+        _check_expansion(path, text)
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
@@ -247,6 +272,59 @@ def load_spec(path: Path) -> WorkflowSpec:
         raise WorkflowSpecError(problems)
     spec._locator = located
     return spec
+
+
+def _check_expansion(path: Path, text: str) -> None:
+    """Refuse, before anything expands aliases, a document whose aliases would expand past
+    MAX_ALIAS_NODES, that aliases a node from inside itself, or that nests past MAX_NESTING.
+
+    One pass over the parser's events, linear in the text: each anchor's expanded size is
+    known when its node ends, and each alias adds that size.
+    """
+    sizes: dict[str, int] = {}
+    open_nodes: list[list[Any]] = []  # [anchor, expanded size so far] per open collection
+    added = 0
+
+    def refuse(event: yaml.Event, message: str) -> WorkflowSpecError:
+        return WorkflowSpecError([SpecProblem(path, event.start_mark.line + 1, "", message)])
+
+    for event in yaml.parse(text, Loader=_YAML_LOADER):
+        size = 0
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:
+                inside = any(anchor == event.anchor for anchor, _ in open_nodes)
+                raise refuse(
+                    event,
+                    f"alias *{event.anchor} "
+                    + (
+                        "is used inside the node it names (a recursive structure)"
+                        if inside
+                        else "names no anchor defined before it"
+                    ),
+                )
+            size = sizes[event.anchor]
+            added += size
+            if added > MAX_ALIAS_NODES:
+                raise refuse(
+                    event,
+                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (*{event.anchor} "
+                    f"alone adds {size}): write the repeated parts out or simplify the spec",
+                )
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if len(open_nodes) >= MAX_NESTING:
+                raise refuse(event, f"nested deeper than {MAX_NESTING} levels")
+            open_nodes.append([event.anchor, 1])
+            continue
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+        elif isinstance(event, yaml.ScalarEvent):
+            size = 1
+            if event.anchor is not None:
+                sizes[event.anchor] = size
+        if open_nodes:
+            open_nodes[-1][1] += size
 
 
 def _semantic_problems(spec: WorkflowSpec) -> list[tuple[Loc, str]]:
@@ -299,6 +377,17 @@ def _semantic_problems(spec: WorkflowSpec) -> list[tuple[Loc, str]]:
                     f"dependency cycle: {' -> '.join(cycle)}",
                 )
             )
+        else:
+            head, length = _longest_chain(spec)
+            if length > MAX_CHAIN:
+                problems.append(
+                    (
+                        ("steps", index[head], "depends_on"),
+                        f"a depends_on chain of {length} steps starts at {head!r}: at most "
+                        f"{MAX_CHAIN} steps may depend on one another in a row; split the "
+                        "workflow and start the next part with `trigger: {after: ...}`",
+                    )
+                )
     return problems
 
 
@@ -358,27 +447,54 @@ def _step_problems(i: int, step: StepSpec) -> list[tuple[Loc, str]]:
 
 
 def _find_cycle(spec: WorkflowSpec) -> list[str]:
-    """A dependency cycle as [a, b, ..., a], or [] if there is none."""
+    """A dependency cycle as [a, b, ..., a], or [] if there is none.
+
+    Depth-first with an explicit stack: a chain of thousands of steps is a deep search, and
+    must not be a deep Python recursion.
+    """
     deps = {step.name: step.depends_on for step in spec.steps}
     state: dict[str, str] = {}
-    path: list[str] = []
-
-    def visit(name: str) -> list[str]:
-        state[name] = "active"
-        path.append(name)
-        for dep in deps[name]:
-            if state.get(dep) == "active":
+    for root in deps:
+        if root in state:
+            continue
+        state[root] = "active"
+        path = [root]
+        pending = [iter(deps[root])]
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:
+                state[path.pop()] = "done"
+                pending.pop()
+            elif state.get(dep) == "active":
                 return [*path[path.index(dep) :], dep]
-            if dep not in state and (cycle := visit(dep)):
-                return cycle
-        path.pop()
-        state[name] = "done"
-        return []
-
-    for name in deps:
-        if name not in state and (cycle := visit(name)):
-            return cycle
+            elif dep not in state:
+                state[dep] = "active"
+                path.append(dep)
+                pending.append(iter(deps[dep]))
     return []
+
+
+def _longest_chain(spec: WorkflowSpec) -> tuple[str, int]:
+    """The step that starts the longest `depends_on` chain and its length (an acyclic spec).
+
+    Kahn's order, dependencies first, so each step's chain is known from its dependencies'."""
+    deps = {step.name: set(step.depends_on) for step in spec.steps}
+    dependents: dict[str, list[str]] = {name: [] for name in deps}
+    for name, names in deps.items():
+        for dep in names:
+            dependents[dep].append(name)
+    waiting = {name: len(names) for name, names in deps.items()}
+    ready = [name for name, count in waiting.items() if count == 0]
+    length: dict[str, int] = {}
+    while ready:
+        name = ready.pop()
+        length[name] = 1 + max((length[dep] for dep in deps[name]), default=0)
+        for dependent in dependents[name]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                ready.append(dependent)
+    head = max(deps, key=lambda name: length[name])
+    return head, length[head]
 
 
 class _Locator:

@@ -1,4 +1,7 @@
-"""The kill switch blocks sensors, steps and running sessions, and each refusal is recorded."""
+"""The kill switch blocks sensors, steps and running sessions, and each refusal is recorded.
+
+It fails closed: a switch key of any Redis type, and a Redis that cannot be read, is engaged.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +18,21 @@ from click.testing import CliRunner
 
 from alphaswarm_orch.cli.main import main
 from alphaswarm_orch.control.keys import tick_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.defs.hft import hft_request_sensor
 from alphaswarm_orch.defs.paper import paper_request_sensor, paper_session_job
 from alphaswarm_orch.ledger.schema import ledger_refusals
-from alphaswarm_orch.requests import append_request
+from alphaswarm_orch.requests import HftStart, append_request
 from alphaswarm_orch.sessions.simulator import metadata, paper_sessions, paper_ticks
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.settings import Settings
 from tests.sessions.conftest import paper_start, production_env
+from tests.support.switches import (
+    KEY_TYPES,
+    refused_redis_url,
+    silent_redis_url,
+    write_switch,
+)
 
 DEADLINE_SECONDS = 60
 
@@ -199,3 +208,151 @@ def test_running_session_stops_within_a_tick_and_the_refusal_is_recorded(
         ).scalar_one()
     engine.dispose()
     assert status == "killed"
+
+
+@pytest.mark.parametrize("kind", KEY_TYPES)
+def test_a_key_of_any_type_engages_the_switch_with_the_best_reason(
+    redis_urls: tuple[str, str], kind: str
+) -> None:
+    client = redis.Redis.from_url(redis_urls[0])
+    switch = KillSwitch(client, f"test:kill:{uuid.uuid4().hex[:8]}")
+    try:
+        reason = write_switch(client, switch.key, kind)
+        state = switch.state()
+        assert state is not None and (state.key, state.reason) == (switch.key, reason)
+        with pytest.raises(KillSwitchEngaged, match=f"is set \\({reason}\\): step x refused"):
+            switch.check("step x", queue="paper")
+        switch.clear()
+
+        queue_key = switch.key_for("paper")
+        assert write_switch(client, queue_key, kind) == reason
+        assert switch.state() is None and switch.state("hft") is None
+        state = switch.state("paper")
+        assert state is not None and (state.key, state.reason) == (queue_key, reason)
+    finally:
+        client.delete(switch.key, switch.key_for("paper"))
+        client.close()
+
+
+def test_a_hash_without_a_reason_or_an_empty_value_still_engages(
+    redis_urls: tuple[str, str],
+) -> None:
+    client = redis.Redis.from_url(redis_urls[0])
+    switch = KillSwitch(client, f"test:kill:{uuid.uuid4().hex[:8]}")
+    try:
+        client.hset(switch.key, "by", "core")
+        assert switch.state() == KillSwitch(client, switch.key).state()
+        assert switch.state().reason == "key of type hash exists"
+        client.delete(switch.key)
+        client.set(switch.key, "")
+        assert switch.state().reason == "key of type string exists (empty)"
+        client.set(switch.key, b'{"reason": "halt\\u0000\\u202e"}')  # JSON, hostile reason
+        assert switch.state().reason == "halt\\x00\\u202e"
+        client.set(switch.key, b"\xff\xfe not utf-8")
+        assert switch.state().reason.endswith("not utf-8")
+    finally:
+        client.delete(switch.key)
+        client.close()
+
+
+def test_an_unreadable_redis_means_engaged() -> None:
+    refused = KillSwitch(redis.Redis.from_url(refused_redis_url()), "alphaswarm:kill_switch")
+    state = refused.state("paper")
+    assert state is not None and state.key == "alphaswarm:kill_switch"
+    assert state.reason.startswith("kill switch unreadable: ConnectionError")
+    with pytest.raises(KillSwitchEngaged, match="kill switch unreadable"):
+        refused.check("step x", queue="paper")
+
+    with silent_redis_url() as url:  # accepts, never answers: the read times out
+        silent = KillSwitch(redis.Redis.from_url(url, socket_timeout=0.5), "k")
+        state = silent.state()
+    assert state is not None and "kill switch unreadable: TimeoutError" in state.reason
+
+
+@pytest.mark.parametrize("kind", KEY_TYPES)
+def test_sensor_step_and_status_refuse_under_a_switch_of_any_type(
+    env: dict[str, str], instance: dg.DagsterInstance, client: redis.Redis, kind: str
+) -> None:
+    key = f"{env['ALPHASWARM_KILL_SWITCH_KEY']}:paper"
+    reason = write_switch(client, key, kind)
+    append_request(client, paper_start("s1"))
+
+    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert not result.run_requests and result.cursor is None
+    assert f"({reason}): paper requests wait" in result.skip_message
+
+    status = CliRunner().invoke(main, ["kill-switch", "status"])
+    assert status.exit_code == 0, status.output
+    assert f"paper      ON ({reason}) [{key}]" in status.output
+    assert "global     off" in status.output
+
+    session_id = f"s-{uuid.uuid4().hex[:8]}"
+    step = paper_session_job.execute_in_process(
+        run_config=session_config(session_id), instance=instance, raise_on_error=False
+    )
+    assert not step.success
+    assert f"KillSwitchEngaged: kill switch {key!r} is set ({reason})" in step_error(step)
+    assert [(r.source, r.run_id) for r in refusals(env)] == [
+        ("paper_request_sensor", None),
+        ("paper_session", step.run_id),
+    ]
+    assert not client.exists(tick_stream(session_id))
+
+
+def test_sensor_step_and_status_fail_closed_when_redis_is_unreachable(
+    env: dict[str, str], instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALPHASWARM_REDIS_URL", refused_redis_url())
+
+    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert not result.run_requests
+    assert "kill switch unreadable: ConnectionError" in result.skip_message
+
+    status = CliRunner().invoke(main, ["kill-switch", "status"])
+    assert status.exit_code == 1
+    assert "global     ON (kill switch unreadable: ConnectionError" in status.output
+    assert "could not read the kill switch" in status.output
+
+    step = paper_session_job.execute_in_process(
+        run_config=session_config(f"s-{uuid.uuid4().hex[:8]}"),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not step.success
+    assert "KillSwitchEngaged" in step_error(step) and "kill switch unreadable" in step_error(step)
+    [refusal] = refusals(env)
+    assert (refusal.source, refusal.run_id) == ("paper_session", step.run_id)
+
+
+def test_a_held_sensor_records_its_refusal_once_per_episode(
+    env: dict[str, str], instance: dg.DagsterInstance, client: redis.Redis, switch: KillSwitch
+) -> None:
+    append_request(client, paper_start("s1"))
+    hft = paper_start("h1").model_dump(exclude={"type"})
+    append_request(client, HftStart(type="hft.start", **hft))
+
+    def ticks(n: int) -> None:
+        for _ in range(n):  # no cursor kept: the requests stay waiting on every tick
+            for sensor in (paper_request_sensor, hft_request_sensor):
+                result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+                assert not result.run_requests, result.skip_message
+
+    switch.engage("incident 7")
+    ticks(20)
+    assert [(r.source, r.queue) for r in refusals(env)] == [
+        ("paper_request_sensor", "paper"),
+        ("hft_request_sensor", "hft"),
+    ]
+
+    switch.clear()  # the episode ends once a tick sees the switch off
+    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert [r.run_key for r in result.run_requests] == ["req-s1"]
+    switch.engage("incident 7")  # the same reason again: a new episode
+    ticks(5)
+    assert [r.source for r in refusals(env)][2:] == ["paper_request_sensor"]
+
+    switch.engage("incident 8")  # another reason while engaged: a new episode for both
+    ticks(5)
+    rows = refusals(env)
+    assert len(rows) == 5
+    assert all("incident 8" in r.reason for r in rows[3:])

@@ -10,10 +10,13 @@ import pytest
 import redis
 
 from alphaswarm_orch.control.keys import dead_letter_stream
+from alphaswarm_orch.control.metrics import WorkerCollector
 from alphaswarm_orch.execution.redis_queues import queue_keys
+from alphaswarm_orch.settings import Settings
 from tests.support.ops import sample, scrape, sender, stop_all, worker_env
 from tests.support.processes import free_port
 from tests.support.runs import execute_job, wait_for
+from tests.support.switches import KEY_TYPES, refused_redis_url, write_switch
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -142,6 +145,11 @@ def test_queue_length_counts_every_priority_sublist(ops_env, workers) -> None:
     assert sample(samples, "alphaswarm_kill_switch_engaged", scope="global") == 0
     assert sample(samples, "alphaswarm_sensor_dead_letters", family="paper") == 1
     assert sample(samples, "alphaswarm_sensor_dead_letters", family="hft") == 0
+    for kind in KEY_TYPES:  # fail closed: a switch key of any type is engaged
+        write_switch(client, kill_key, kind)
+        assert sample(scrape(port), "alphaswarm_kill_switch_engaged", scope="global") == 1, kind
+    client.delete(kill_key)
+    assert sample(scrape(port), "alphaswarm_kill_switch_engaged", scope="global") == 0
 
     client.rpush(f"{prefix}:release:h", 1)
     wait_for(lambda: client.get(f"{prefix}:ok") == b"5", 60, "the five queued tasks to run")
@@ -164,3 +172,20 @@ def test_dagster_step_outcomes_by_job_and_queue(orch_env, start_worker) -> None:
     assert sample(samples, steps, queue_name="default", **job) == 2
     assert sample(samples, steps, queue_name="workflows", **job) == 1
     assert sample(samples, steps, outcome="failure") == 0
+
+
+def test_an_unreadable_kill_switch_reports_engaged(ops_env) -> None:
+    """Fail closed: when the kill switch's Redis cannot be read, every scope reports 1."""
+    settings = Settings.from_env({**ops_env, "ALPHASWARM_REDIS_URL": refused_redis_url()})
+    collector = WorkerCollector(
+        settings, "celery@metrics-c", ["default", "paper"], {}, lambda: True
+    )
+    families = {family.name: family for family in collector.collect()}
+    engaged = {
+        s.labels["scope"]: s.value for s in families["alphaswarm_kill_switch_engaged"].samples
+    }
+    assert engaged == {"global": 1, "default": 1, "paper": 1}
+    sources = {
+        s.labels["source"]: s.value for s in families["alphaswarm_metrics_source_up"].samples
+    }
+    assert sources["redis"] == 0 and sources["broker"] == 1

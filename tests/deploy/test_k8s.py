@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from alphaswarm_orch.cli.worker import worker_group
 from alphaswarm_orch.control.drain import DRAIN_TIMEOUT_SECONDS
+from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
 from alphaswarm_orch.execution.redis_queues import queue_keys
 from alphaswarm_orch.queues import HEAVY_QUEUES, LIGHT_QUEUES
 from alphaswarm_orch.settings import (
@@ -25,6 +26,7 @@ from alphaswarm_orch.settings import (
     REDIS_URL,
     RESULT_BACKEND,
 )
+from alphaswarm_orch.terraform import parse_workspace_list
 from tests.deploy.conftest import K8S, OVERLAYS, REPO, load_generator
 
 K8S_VERSION = "1.32"
@@ -356,3 +358,50 @@ def test_the_prestop_command_exists_and_drains_within_the_grace_period(
     assert result.exit_code == 0, result.output
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert DRAIN_TIMEOUT_SECONDS < grace
+
+
+# -- terraform -------------------------------------------------------------------------------
+
+TERRAFORM_READERS = {"worker-terraform", "alphaswarm-code-server", "alphaswarm-daemon"}
+"""The terraform worker, the code server (terraform_request_sensor) and the daemon (runs)."""
+TERRAFORM_CREDENTIALS = {
+    "secretRef": {"name": "alphaswarm-orch-terraform-credentials", "optional": True}
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_terraform_worker_runs_terraform_on_the_mounted_root_and_allow_list(
+    rendered: dict[str, Docs], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    (config,) = [
+        cm
+        for name, cm in of_kind(docs, "ConfigMap").items()
+        if name.startswith("alphaswarm-orch-terraform")
+    ]
+    root = config["data"][ROOT_ENV]
+    assert parse_workspace_list(config["data"][WORKSPACES_ENV]), f"{overlay}: nothing allowed"
+    deployments = of_kind(docs, "Deployment")
+    for name, deployment in deployments.items():
+        (container,) = containers(deployment)
+        maps = {s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s}
+        assert (config["metadata"]["name"] in maps) == (name in TERRAFORM_READERS), name
+        mounted = {m["mountPath"] for m in container["volumeMounts"]}
+        runs_terraform = "orch-worker-terraform" in container["image"]
+        assert (root in mounted) == runs_terraform == (name == "worker-terraform"), name
+
+    pod = deployments["worker-terraform"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    image, tag = container["image"].rsplit(":", 1)
+    assert image == "alphaswarm/orch-worker-terraform"
+    (default,) = containers(deployments["worker-default"])
+    assert tag == default["image"].rsplit(":", 1)[1], "released with the other workers"
+    assert TERRAFORM_CREDENTIALS in container["envFrom"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volume = {v["name"]: v for v in pod["volumes"]}[mounts[root]]
+    claim = of_kind(docs, "PersistentVolumeClaim")[volume["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "shared by every replica"
+    # The image has the mount point, owned by the service user, and is a Dockerfile target.
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert f"--chown=10001:10001 {root} {root}" in dockerfile
+    assert "FROM worker AS worker-terraform" in dockerfile

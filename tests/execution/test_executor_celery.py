@@ -20,6 +20,7 @@ from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.execution.redis_queues import queue_keys, queue_length
 from alphaswarm_orch.settings import Settings
 from tests.support.runs import step_outcomes, step_workers, wait_for
+from tests.support.switches import REASON, write_switch
 
 REPO = Path(__file__).resolve().parents[2]
 EXECUTE = [sys.executable, "-m", "dagster", "job", "execute", "-m", "tests.execution.jobs"]
@@ -268,7 +269,8 @@ def test_job_across_three_queues_runs_each_step_on_a_worker_of_its_queue(
 def test_kill_switch_refuses_the_step_and_the_reason_is_the_step_failure(
     env, start_worker, instance, broker, tmp_path
 ) -> None:
-    KillSwitch.from_settings(Settings.from_env(env)).engage("desk halted", queue="default")
+    switch = KillSwitch.from_settings(Settings.from_env(env))
+    switch.engage("desk halted", queue="default")
     start_worker("default", "w-kill", env=env)
     key = f"report:{uuid.uuid4().hex}"
     process = _launch(env, tmp_path, "block_job", {"blocker": {"config": {"report_key": key}}})
@@ -278,6 +280,17 @@ def test_kill_switch_refuses_the_step_and_the_reason_is_the_step_failure(
     assert step_outcomes(instance, run.run_id) == {"blocker": "FAILURE"}
     [error] = _step_errors(instance, run.run_id)
     assert "desk halted" in error and "step blocker refused" in error
+    assert _reports(broker, key) == []
+
+    # Fail closed: a switch written as a hash (not a string) refuses the step all the same.
+    switch.clear(queue="default")
+    write_switch(broker, switch.key, "hash")
+    process = _launch(env, tmp_path, "block_job", {"blocker": {"config": {"report_key": key}}})
+    _finish(process, tmp_path, "block_job")
+    second = next(r for r in instance.get_runs() if r.run_id != run.run_id)
+    assert second.status == dg.DagsterRunStatus.FAILURE
+    [error] = _step_errors(instance, second.run_id)
+    assert f"kill switch {switch.key!r} is set ({REASON}): step blocker refused" in error
     assert _reports(broker, key) == []
 
 

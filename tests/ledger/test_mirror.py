@@ -20,14 +20,8 @@ from click.testing import CliRunner
 from alphaswarm_orch.cli.main import main
 from alphaswarm_orch.defs.ledger.sensors import build_ledger_mirror_sensor
 from alphaswarm_orch.ledger.db import LedgerUnavailable, ledger_engine
-from alphaswarm_orch.ledger.mirror import (
-    DEFAULT_WINDOW,
-    READ_TYPES,
-    RUN_STATUSES,
-    LedgerMirror,
-    MirrorUnsupported,
-    mirror_status,
-)
+from alphaswarm_orch.ledger.events import READ_TYPES, RUN_STATUSES
+from alphaswarm_orch.ledger.mirror import DEFAULT_WINDOW, LedgerMirror, MirrorUnsupported
 from alphaswarm_orch.ledger.schema import (
     ledger_mirror_state,
     workload_run_assets,
@@ -35,6 +29,7 @@ from alphaswarm_orch.ledger.schema import (
     workload_run_transitions,
     workload_runs,
 )
+from alphaswarm_orch.ledger.store import mirror_status
 from alphaswarm_orch.settings import Settings
 from tests.ledger import workloads
 from tests.support import services
@@ -406,3 +401,15 @@ def test_run_sharded_sqlite_instance_is_refused_clearly(tmp_path: Path) -> None:
     assert isinstance(skipped, dg.SkipReason)
     assert "ALPHASWARM_POSTGRES_URL" in (skipped.skip_message or "")
     assert not (tmp_path / "ledger.db").exists()
+
+
+def test_status_read_creates_and_migrates_nothing(ledger_url: str, tmp_path: Path) -> None:
+    """A metrics scrape reads: it never runs migrations or creates the embedded ledger."""
+    settings = _settings(ledger_url, tmp_path)
+    status = mirror_status(settings)
+    assert (status.available, status.cursor, status.quarantined) == (True, -1, 0)
+    with sa.create_engine(ledger_url).connect() as conn:
+        assert sa.inspect(conn).get_table_names() == []
+    embedded = Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path / "embedded")})
+    assert mirror_status(embedded).available
+    assert not (tmp_path / "embedded" / "ledger.db").exists()

@@ -9,8 +9,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alphaswarm_orch.control.keys import dead_letter_stream, request_stream
+from alphaswarm_orch.control.keys import dead_letter_stream, request_ids, request_stream
 from alphaswarm_orch.requests import (
+    DEAD_LETTER_MAXLEN,
+    DEAD_LETTER_PAYLOAD_BYTES,
     PaperStart,
     append_request,
     parse_request,
@@ -133,12 +135,15 @@ payloads = st.lists(
 def test_generated_payloads_never_crash_nor_lose_a_valid_request(
     redis_client: redis.Redis, payloads: list[str | bytes], page: int
 ) -> None:
-    redis_client.delete(request_stream("paper"), dead_letter_stream("paper"))
+    redis_client.delete(request_stream("paper"), dead_letter_stream("paper"), request_ids("paper"))
     ids = [redis_client.xadd(request_stream("paper"), {"payload": p}).decode() for p in payloads]
     expected_valid: dict[str, str] = {}
+    first_content: dict[str, object] = {}  # a request id reused for other content is refused
     for entry_id, payload in zip(ids, payloads, strict=True):
         with contextlib.suppress(ValueError):
-            expected_valid[entry_id] = parse_request("paper", payload).request_id
+            request = parse_request("paper", payload)
+            if first_content.setdefault(request.request_id, request) == request:
+                expected_valid[entry_id] = request.request_id
 
     cursor, got = None, {}
     for _ in range(len(payloads) + 1):
@@ -153,3 +158,26 @@ def test_generated_payloads_never_crash_nor_lose_a_valid_request(
     letters = {d["source_id"]: d for d in dead_letters(redis_client)}
     assert set(letters) == set(ids) - set(expected_valid)
     assert all(d["reason"] for d in letters.values())
+
+
+def test_dead_letters_keep_a_bounded_payload_prefix_and_the_stream_is_trimmed(
+    redis_client: redis.Redis,
+) -> None:
+    dead = dead_letter_stream("paper")
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(DEAD_LETTER_MAXLEN + 2_000):
+        pipe.xadd(dead, {"reason": "old", "source_id": f"0-{i + 1}"}, id=f"0-{i + 1}")
+    pipe.execute()
+    huge = redis_client.xadd(request_stream("paper"), {"payload": "é" * 600_000}).decode()
+
+    batch = read_requests(redis_client, "paper", None)
+
+    assert batch.cursor == huge
+    [letter] = [d for d in dead_letters(redis_client) if d["source_id"] == huge]
+    assert "payload is 1200000 bytes; the limit is 65536 bytes" in letter["reason"]
+    assert letter["payload_bytes"] == "1200000"
+    kept, marker = letter["payload"].split("...[cut: ")
+    assert len(kept.encode()) <= DEAD_LETTER_PAYLOAD_BYTES and set(kept) == {"é"}
+    assert marker == "1200000 bytes in all]"
+    # MAXLEN ~: Redis trims whole nodes of up to 100 entries, so about the limit is kept.
+    assert DEAD_LETTER_MAXLEN <= redis_client.xlen(dead) <= DEAD_LETTER_MAXLEN + 100

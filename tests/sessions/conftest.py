@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from alphaswarm_orch.control.keys import (
     REQUEST_FAMILIES,
     dead_letter_stream,
+    request_ids,
     request_stream,
     session_fence_key,
     session_lease_key,
@@ -85,7 +86,7 @@ def production_env(
     keys = [
         key(family)
         for family in REQUEST_FAMILIES
-        for key in (request_stream, dead_letter_stream, session_registry)
+        for key in (request_stream, dead_letter_stream, request_ids, session_registry)
     ]
     client.delete(*keys)
     try:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 import sqlalchemy as sa
 
@@ -19,7 +20,9 @@ from alphaswarm_orch.sessions.loop import CONSUMER, GROUP, SessionLoop
 from alphaswarm_orch.sessions.simulator import PaperSimulator, paper_fills, paper_ticks
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from tests.sessions.conftest import paper_start
+from tests.support.ops import RedisServer
 from tests.support.runs import wait_for
+from tests.support.switches import KEY_TYPES, write_switch
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE = 60
@@ -92,6 +95,52 @@ def test_kill_switch_stops_within_one_tick_and_clearing_resumes(
     resumed = SessionLoop(redis_client, session_id, "paper", kill_switch, handle).run()
     assert resumed.stopped_by == "stop_request"
     assert handled == [f"t{i}" for i in range(10)]
+
+
+@pytest.mark.parametrize("kind", KEY_TYPES)
+def test_a_switch_key_of_any_type_stops_the_session(
+    redis_client: redis.Redis, session_id: str, kill_switch: KillSwitch, kind: str
+) -> None:
+    for tick in order_ticks(6):
+        append_tick(redis_client, session_id, tick)
+    handled: list[str] = []
+    reasons: list[str] = []
+
+    def handle(tick: Tick) -> None:
+        handled.append(tick.tick_id)
+        if len(handled) == 2:
+            reasons.append(write_switch(redis_client, kill_switch.key_for("paper"), kind))
+        if len(handled) == 6:  # a loop that ignored the switch ends here, not never
+            redis_client.set(session_stop_key(session_id), "end of test")
+
+    outcome = SessionLoop(redis_client, session_id, "paper", kill_switch, handle).run()
+    assert handled == ["t0", "t1"]
+    assert (outcome.stopped_by, outcome.reason) == ("kill_switch", reasons[0])
+    assert outcome.kill_key == kill_switch.key_for("paper") and outcome.resumable
+    # A new loop under the same switch stops before touching a tick.
+    assert SessionLoop(redis_client, session_id, "paper", kill_switch, handle).run().ticks == 0
+
+
+def test_a_session_whose_redis_goes_away_stops_as_killed(session_id: str, tmp_path: Path) -> None:
+    server = RedisServer.start_in(tmp_path / "redis")
+    client = redis.Redis.from_url(server.url(), socket_connect_timeout=1)
+    try:
+        for tick in order_ticks(4):
+            append_tick(client, session_id, tick)
+        handled: list[str] = []
+
+        def handle(tick: Tick) -> None:
+            handled.append(tick.tick_id)
+            server.stop()  # the ack and the switch read after this tick cannot reach Redis
+
+        switch = KillSwitch(client, "alphaswarm:kill_switch")
+        outcome = SessionLoop(client, session_id, "paper", switch, handle).run()
+    finally:
+        client.close()
+        server.stop()
+    assert handled == ["t0"]
+    assert outcome.stopped_by == "kill_switch" and outcome.resumable
+    assert outcome.reason.startswith("kill switch unreadable: ConnectionError")
 
 
 def test_restart_claims_pending_ticks_of_any_consumer(

@@ -6,6 +6,7 @@ import json
 import uuid
 
 import dagster as dg
+import pytest
 import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -194,3 +195,142 @@ def test_generated_requests_never_crash_the_sensor_nor_lose_a_valid_one(
     assert redis_client.xlen(dead_letter_stream("paper")) - before == len(entries) - valid
     for sid in expected_stops:
         redis_client.delete(session_stop_key(sid))
+
+
+def raw_start(request_id: str, session_id: str, **fields: object) -> str:
+    """A paper.start payload as alphaswarm-core could write it (no model on the way)."""
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "type": "paper.start",
+            "request_id": request_id,
+            "actor": "tester",
+            "session_id": session_id,
+            "symbols": ["BTC-USD"],
+            **fields,
+        }
+    )
+
+
+def launch_all(
+    instance: dg.DagsterInstance, job: dg.JobDefinition, requests: list[dg.RunRequest]
+) -> None:
+    """Create every requested run as the daemon does; a refusal here is a lost request."""
+    for request in requests:
+        launch(instance, job, request)
+
+
+def letter_for(client: redis.Redis, entry_id: str, family: str = "paper") -> dict[str, str]:
+    [letter] = [d for d in dead_letters(client, family) if d.get("source_id") == entry_id]
+    return letter
+
+
+def test_a_request_postgres_cannot_store_is_dead_lettered_and_its_session_stays_free(
+    instance: dg.DagsterInstance, redis_client: redis.Redis
+) -> None:
+    stream = request_stream("paper")
+    nul = redis_client.xadd(stream, {"payload": raw_start("r-nul", "s-x", actor="ops\x00team")})
+    bidi = redis_client.xadd(stream, {"payload": raw_start("r-bidi", "s-x", actor="adm\u202enim")})
+    long = redis_client.xadd(stream, {"payload": raw_start("r-long", "s-x", actor="a" * 300)})
+    last = redis_client.xadd(stream, {"payload": raw_start("r-ok", "s-x")}).decode()
+
+    requests, cursor, _ = evaluate(paper_request_sensor, instance, None)
+    launch_all(instance, paper_session_job, requests)
+
+    assert cursor == last
+    assert [r.run_key for r in requests] == ["r-ok"]  # the session id was not burned
+    assert runs_for(instance, "r-ok")[0].tags[ACTOR_TAG] == "tester"
+    for entry, request_id in ((nul, "r-nul"), (bidi, "r-bidi"), (long, "r-long")):
+        assert runs_for(instance, request_id) == []
+        reason = letter_for(redis_client, entry.decode())["reason"]
+        assert reason.startswith("invalid paper.start request: actor: "), reason
+    assert (
+        "character \\x00 (control character) at position 3"
+        in letter_for(redis_client, nul.decode())["reason"]
+    )
+    assert "\\u202e (RIGHT-TO-LEFT OVERRIDE)" in letter_for(redis_client, bidi.decode())["reason"]
+    assert "at most 128 characters" in letter_for(redis_client, long.decode())["reason"]
+
+
+def test_duplicate_keys_and_reused_request_ids_are_dead_lettered_naming_them(
+    instance: dg.DagsterInstance, redis_client: redis.Redis
+) -> None:
+    stream = request_stream("paper")
+    duplicate = redis_client.xadd(
+        stream,
+        {"payload": raw_start("r-dup", "s-dup")[:-1] + ', "actor": "someone else"}'},
+    ).decode()
+    append_request(redis_client, paper_start("s1"))
+    same = append_request(redis_client, paper_start("s1"))  # a duplicate delivery: idempotent
+    reused = append_request(redis_client, paper_start("s1").model_copy(update={"session_id": "s2"}))
+    last = append_request(
+        redis_client, paper_start("s2").model_copy(update={"request_id": "req-s2b"})
+    )
+
+    requests, cursor, _ = evaluate(paper_request_sensor, instance, None)
+    launch_all(instance, paper_session_job, requests)
+
+    assert cursor == last
+    assert [r.run_key for r in requests] == ["req-s1", "req-s2b"]
+    assert runs_for(instance, "r-dup") == []
+    assert "repeats the key 'actor'" in letter_for(redis_client, duplicate)["reason"]
+    reason = letter_for(redis_client, reused)["reason"]
+    assert reason.startswith("request id 'req-s1' was already used by entry "), reason
+    assert "different content" in reason
+    assert same not in {d["source_id"] for d in dead_letters(redis_client)}
+    assert runs_for(instance, "req-s1")[0].tags[SESSION_ID_TAG] == "s1"
+
+
+def test_a_dead_letter_is_written_even_when_its_stream_moved_past_the_request_id(
+    instance: dg.DagsterInstance, redis_client: redis.Redis
+) -> None:
+    bad = redis_client.xadd(request_stream("paper"), {"payload": "{oops"}).decode()
+    # Another writer (an operator's note, a tool) appended to the dead-letter stream since.
+    redis_client.xadd(dead_letter_stream("paper"), {"note": "replayed by hand"})
+
+    _, cursor, _ = evaluate(paper_request_sensor, instance, None)
+
+    assert cursor == bad
+    assert "not valid JSON" in letter_for(redis_client, bad)["reason"]
+    evaluate(paper_request_sensor, instance, None)  # a re-read does not lose it either
+    assert letter_for(redis_client, bad)["payload"] == "{oops"
+
+
+def test_when_redis_refuses_a_dead_letter_the_cursor_waits_before_that_request(
+    instance: dg.DagsterInstance, redis_client: redis.Redis, capfd: pytest.CaptureFixture[str]
+) -> None:
+    stream = request_stream("paper")
+    first = append_request(redis_client, paper_start("s1"))
+    bad = redis_client.xadd(stream, {"payload": "{oops"}).decode()
+    append_request(redis_client, paper_start("s2"))
+    redis_client.set(dead_letter_stream("paper"), "not a stream")  # XADD now fails: WRONGTYPE
+
+    requests, cursor, _ = evaluate(paper_request_sensor, instance, None)
+
+    assert [r.run_key for r in requests] == ["req-s1"]  # what precedes it still launches
+    assert cursor == first
+    log = capfd.readouterr().err  # the sensor's log (Dagster's handler writes to stderr)
+    assert f"dead-lettered paper request {bad}" not in log
+    assert f"paper request {bad} is not resolved yet" in log and "WRONGTYPE" in log
+    launch_all(instance, paper_session_job, requests)
+
+    redis_client.delete(dead_letter_stream("paper"))
+    requests, cursor, _ = evaluate(paper_request_sensor, instance, cursor)
+    assert [r.run_key for r in requests] == ["req-s2"]
+    assert "not valid JSON" in letter_for(redis_client, bad)["reason"]
+
+
+def test_control_and_bidi_characters_never_reach_dead_letter_reasons_or_logs(
+    instance: dg.DagsterInstance, redis_client: redis.Redis, capfd: pytest.CaptureFixture[str]
+) -> None:
+    payload = raw_start("r-1", "s-1")[:-1] + ', "note\\u202e\\u001b[2J": 1}'  # JSON escapes
+    entry = redis_client.xadd(request_stream("paper"), {"payload": payload}).decode()
+
+    evaluate(paper_request_sensor, instance, None)
+
+    reason = letter_for(redis_client, entry)["reason"]
+    log = capfd.readouterr().err
+    assert "note\\u202e\\x1b[2J: Extra inputs are not permitted" in reason, reason
+    for text in (reason, log):
+        assert "\u202e" not in text and "\x1b" not in text
+    assert "note\\u202e\\x1b[2J" in log

@@ -12,7 +12,7 @@ import pytest
 from alphaswarm_orch.terraform import TerraformConfig, TerraformRuntime
 
 WORKSPACES = Path(__file__).parent / "workspaces"
-ALLOWED = ("basic", "slow", "escape", "missing")
+ALLOWED = ("basic", "slow", "escape", "missing", "secrets")
 
 
 @pytest.fixture

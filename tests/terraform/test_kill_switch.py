@@ -13,6 +13,7 @@ from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.definitions import build_definitions
 from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.settings import Settings
+from tests.support.switches import write_switch
 from tests.terraform.conftest import ALLOWED
 
 pytestmark = pytest.mark.integration
@@ -62,11 +63,19 @@ def test_apply_and_destroy_are_refused_while_the_kill_switch_is_set(
             instance=instance,
             raise_on_error=False,
         )
+        # Fail closed: the switch written as a stream (any non-string type) refuses too.
+        write_switch(switch.client, switch.key_for("terraform"), "stream")
+        streamed = defs.resolve_job_def("terraform_apply_job").execute_in_process(
+            run_config=apply_config, instance=instance, raise_on_error=False
+        )
     finally:
         switch.clear(queue="terraform")
         switch.client.close()
 
-    assert not apply.success and not destroy.success
+    assert not apply.success and not destroy.success and not streamed.success
+    assert "(key of type stream exists): terraform apply refused" in _failure(
+        streamed, "terraform_apply"
+    )
     assert "incident 42): terraform apply refused" in _failure(apply, "terraform_apply")
     assert "incident 42): terraform destroy refused" in _failure(destroy, "terraform_destroy")
     assert not (tf_root / "basic" / "terraform.tfstate").exists()
@@ -77,8 +86,9 @@ def test_apply_and_destroy_are_refused_while_the_kill_switch_is_set(
     assert [(r.source, r.queue, r.run_id) for r in rows] == [
         ("terraform_apply", "terraform", apply.run_id),
         ("terraform_destroy", "terraform", destroy.run_id),
+        ("terraform_apply", "terraform", streamed.run_id),
     ]
-    assert all("incident 42" in r.reason for r in rows)
+    assert all("incident 42" in r.reason for r in rows[:2])
 
     # The refused plan was not consumed: once the switch is cleared it applies.
     again = defs.resolve_job_def("terraform_apply_job").execute_in_process(

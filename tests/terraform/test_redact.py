@@ -95,3 +95,41 @@ def test_plan_json_masks_variables_outputs_and_resource_changes() -> None:
         assert secret not in text
     assert masked["variables"]["name"] == {"value": "svc"}
     assert masked["configuration"] == {"note": f"mentions {REDACTED}"}
+
+
+def test_multi_line_secrets_are_redacted_line_by_line_and_whole() -> None:
+    key = (
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG\n  9w0BAQEFAASC  \n"
+        "-----END PRIVATE KEY-----"
+    )
+    redactor = Redactor.from_env({"TF_VAR_tls_key": key, "DEPLOY_SECRET": "line-one\r\nline-two"})
+    for line in [*key.splitlines(), "line-one", "line-two"]:
+        assert line.strip() not in redactor.text(f"printed: {line}"), line
+    assert redactor.value({"pem": key}) == {"pem": REDACTED}
+    # A PEM private key is a secret whatever its variable is called.
+    assert Redactor.from_env({"TLS": key}).text("MIIEvQIBADANBgkqhkiG") == REDACTED
+
+
+def test_sensitive_defaults_of_any_type_are_masked_in_the_configuration() -> None:
+    plan = {
+        "configuration": {
+            "root_module": {
+                "variables": {
+                    "pin": {"default": 4242424242, "sensitive": True},
+                    "tags": {"default": {"k": "v"}},
+                    "plain": {"default": [1, 2]},
+                },
+                "module_calls": {
+                    "child": {"module": {"variables": {"m": {"default": 7, "sensitive": True}}}}
+                },
+            }
+        }
+    }
+    masked = Redactor().plan_json(plan, sensitive_variables=["tags"])
+    root = masked["configuration"]["root_module"]
+    assert root["variables"]["pin"]["default"] == REDACTED
+    assert root["variables"]["tags"]["default"] == REDACTED
+    assert root["variables"]["plain"]["default"] == [1, 2]
+    assert root["module_calls"]["child"]["module"]["variables"]["m"]["default"] == REDACTED
+    # A number that is itself a known secret is masked wherever it appears.
+    assert Redactor([4242424242]).value({"n": 4242424242, "m": 42}) == {"n": REDACTED, "m": 42}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.keys import dead_letter_stream, request_stream
+from alphaswarm_orch.control.keys import dead_letter_stream, request_ids, request_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.definitions import build_definitions
 from alphaswarm_orch.defs.terraform.sensors import terraform_request_sensor
@@ -37,7 +38,7 @@ def sensor_env(
     monkeypatch.setenv("ALPHASWARM_TERRAFORM_ROOT", str(tf_root))
     monkeypatch.setenv("ALPHASWARM_TERRAFORM_WORKSPACES", ",".join(ALLOWED))
     client = redis.Redis.from_url(redis_urls[0])
-    streams = (request_stream("terraform"), dead_letter_stream("terraform"))
+    streams = [f("terraform") for f in (request_stream, dead_letter_stream, request_ids)]
     client.delete(*streams)
     yield client
     client.delete(*streams)
@@ -96,10 +97,13 @@ def test_requests_become_runs_and_bad_ones_are_dead_lettered(
         fields[b"source_id"].decode(): fields[b"reason"].decode()
         for _id, fields in client.xrange(dead_letter_stream("terraform"))
     }
-    assert len(dead) == 2
+    assert len(dead) == 3
     reasons = sorted(dead.values())
     assert reasons[0].startswith("an apply takes no variables")
-    assert reasons[1].startswith("workspace 'prod' is not allow-listed")
+    # The same request id with other variables is refused, not silently dropped.
+    assert reasons[1].startswith("request id 'r-plan' was already used by entry")
+    assert "different content" in reasons[1]
+    assert reasons[2].startswith("workspace 'prod' is not allow-listed")
 
     again = _evaluate(result.cursor)
     assert isinstance(again, dg.SensorResult) and again.run_requests == []
@@ -150,3 +154,97 @@ def test_sensor_skips_until_workspaces_are_allow_listed(
     assert isinstance(skipped, dg.SkipReason)
     assert "set ALPHASWARM_TERRAFORM_WORKSPACES" in (skipped.skip_message or "")
     assert sensor_env.xlen(dead_letter_stream("terraform")) == 0
+
+
+SECRET = "hunter2-s3cret"
+
+
+def _raw(request_id: str, tail: str = "") -> str:
+    """A plan request's JSON as written by hand, `tail` spliced in before the closing brace."""
+    head = json.dumps(
+        {
+            "schema_version": 1,
+            "type": "terraform.action",
+            "request_id": request_id,
+            "actor": "ops-bot",
+            "workspace": "basic",
+            "action": "plan",
+        }
+    )
+    return head[:-1] + tail + "}"
+
+
+def test_unlaunchable_requests_are_dead_lettered_and_dead_letters_keep_no_variable_values(
+    sensor_env: redis.Redis,
+) -> None:
+    client = sensor_env
+    stream = request_stream("terraform")
+    entries = {
+        "null": _raw("r-null", ', "variables": {"name": null}'),
+        "nul": _raw("r-nul", ', "variables": {"name": "a\\u0000b"}'),
+        "dup": _raw("r-dup", f', "variables": {{"password": "{SECRET}"}}, "variables": {{}}'),
+        "broken": _raw("r-broken", f', "variables": {{"password": "{SECRET}"')[:-1],
+    }
+    ids = {k: client.xadd(stream, {"payload": v}).decode() for k, v in entries.items()}
+    ids["prod"] = append_request(
+        client, _request("r-prod", "plan", workspace="prod", variables={"password": SECRET})
+    )
+    last = append_request(client, _request("r-ok", "plan", variables={"name": "svc"}))
+
+    result = _evaluate()
+
+    assert isinstance(result, dg.SensorResult) and result.cursor == last
+    assert [r.run_key for r in result.run_requests] == ["r-ok"]
+    defs = build_definitions(Settings.from_env())
+    for request in result.run_requests:  # every RunRequest is a run Dagster can create
+        dg.DagsterInstance.ephemeral().create_run_for_job(
+            job_def=defs.resolve_job_def(request.job_name),
+            run_config=request.run_config,
+            tags=request.tags,
+        )
+    letters = {
+        fields[b"source_id"].decode(): {k.decode(): v.decode() for k, v in fields.items()}
+        for _id, fields in client.xrange(dead_letter_stream("terraform"))
+    }
+    assert set(letters) == set(ids.values())
+    reasons = {k: letters[v]["reason"] for k, v in ids.items()}
+    assert "variables: name: null is not a value a request can pass" in reasons["null"]
+    assert "variables: name: character \\x00 (control character)" in reasons["nul"]
+    assert "repeats the key 'variables'" in reasons["dup"]
+    assert "not valid JSON" in reasons["broken"]
+    assert "not allow-listed" in reasons["prod"]
+    for letter in letters.values():
+        assert SECRET not in letter["payload"]
+    assert json.loads(letters[ids["prod"]]["payload"])["variables"] == {"password": "[redacted]"}
+    assert (
+        '"variables": {"password": "[redacted]"}, "variables": {}' in letters[ids["dup"]]["payload"]
+    )
+    assert letters[ids["broken"]]["payload"].startswith("(payload withheld: ")
+
+
+def test_requests_wait_while_the_code_location_has_no_terraform_root(
+    sensor_env: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run creation resolves the terraform resource (its root from the environment) in the
+    code location: without it every run would fail to be created, so requests wait."""
+    monkeypatch.delenv("ALPHASWARM_TERRAFORM_ROOT")
+    append_request(sensor_env, _request("r-1", "plan"))
+    skipped = _evaluate()
+    assert isinstance(skipped, dg.SkipReason)
+    assert "ALPHASWARM_TERRAFORM_ROOT is not set for the code location" in (
+        skipped.skip_message or ""
+    )
+    assert sensor_env.xlen(dead_letter_stream("terraform")) == 0
+
+    monkeypatch.setenv("ALPHASWARM_TERRAFORM_ROOT", "/srv/terraform")
+    defs = build_definitions(Settings.from_env())
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs)
+    result = terraform_request_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    [request] = result.run_requests
+    # The run the daemon creates from it, on the job as the code location binds it.
+    dg.DagsterInstance.ephemeral().create_run_for_job(
+        job_def=defs.resolve_job_def(request.job_name),
+        run_config=request.run_config,
+        tags=request.tags,
+    )

@@ -18,8 +18,9 @@ from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.routing import step_queues
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import WORKLOAD_TAG
-from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR, WorkflowSpecError
-from tests.workflows.test_spec import VALID, write
+from alphaswarm_orch.workflows.spec import MAX_CHAIN, WORKFLOWS_DIR, WorkflowSpecError
+from tests.support.switches import write_switch
+from tests.workflows.test_spec import VALID, reversed_chain, write
 
 LIGHT_ONLY = """\
 name: light
@@ -102,6 +103,15 @@ def test_each_spec_becomes_a_job_with_its_schedule(
     assert [s.name for s in schedules if s.name.startswith("workflows_")] == [
         "workflows_nightly_job_schedule"
     ]
+
+
+def test_the_longest_chain_a_spec_may_have_builds_into_a_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dagster walks a job's graph recursively: the spec's bound keeps the load below that limit.
+    defs = definitions(tmp_path, monkeypatch, reversed_chain(MAX_CHAIN))
+    job = defs.resolve_job_def("workflows_chain_job")
+    assert len(job.nodes) == MAX_CHAIN
 
 
 def test_an_after_trigger_starts_the_job_once_per_upstream_success(
@@ -197,8 +207,13 @@ def test_a_dispatch_is_refused_while_the_kill_switch_is_set(
     switch.engage("incident 7", queue="backtest")
     try:
         result = job.execute_in_process(raise_on_error=False, op_selection=["announce", "backtest"])
+        # Fail closed: the global switch written as a set (any non-string type) refuses too.
+        switch.clear(queue="backtest")
+        write_switch(switch.client, switch.key, "set")
+        again = job.execute_in_process(raise_on_error=False, op_selection=["announce", "backtest"])
         sent = switch.client.keys("backtest*")
     finally:
+        switch.clear()
         switch.clear(queue="backtest")
         switch.client.close()
     [failure] = [e for e in result.all_events if e.is_step_failure]
@@ -211,5 +226,11 @@ def test_a_dispatch_is_refused_while_the_kill_switch_is_set(
         rows = conn.execute(sa.select(ledger_refusals)).all()
     engine.dispose()
     assert [(r.source, r.queue, r.run_id) for r in rows] == [
-        ("workflows_nightly__backtest", "backtest", result.run_id)
+        ("workflows_nightly__backtest", "backtest", result.run_id),
+        ("workflows_nightly__backtest", "backtest", again.run_id),
     ]
+    [failure] = [e for e in again.all_events if e.is_step_failure]
+    description = failure.step_failure_data.user_failure_data.description
+    assert "(key of type set exists): dispatch of 'backtest.run' to 'backtest' refused" in (
+        description
+    )

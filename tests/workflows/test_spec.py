@@ -409,3 +409,124 @@ def test_the_readme_example_is_a_valid_spec(tmp_path: Path) -> None:
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = load_spec(write(tmp_path, "readme.yaml", example))
     assert [step.dispatch.queue for step in spec.steps if step.dispatch] == ["backtest"]
+
+
+def _bomb(levels: int) -> str:
+    """Each level a list of nine aliases of the previous one: 9**levels leaves from a few lines."""
+    lines = [
+        "name: bomb",
+        "steps:",
+        "  - name: s",
+        "    dispatch:",
+        "      task: backtest.run",
+        "      queue: backtest",
+        "      kwargs:",
+        "        l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]",
+    ]
+    for level in range(1, levels + 1):
+        lines.append(f"        l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(60)
+def test_an_alias_bomb_is_refused_naming_the_line(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, _bomb(5))
+    # l1 adds 9 * 10 nodes, l2 9 * 91, l3 9 * 820 (8,289 in all), l4's first alias 7,381
+    # more: refused at l4's line, before anything is expanded.
+    assert problem.line == 12, problem
+    assert "aliases expand to more than 10000 nodes" in problem.message
+
+
+@pytest.mark.timeout(60)
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(
+        tmp_path,
+        """\
+        name: loop
+        steps:
+          - name: s
+            dispatch:
+              task: backtest.run
+              queue: backtest
+              kwargs: &k {again: *k}
+        """,
+    )
+    assert problem.line == 7
+    assert "alias *k is used inside the node it names" in problem.message
+
+
+def test_aliases_within_the_bound_still_work(tmp_path: Path) -> None:
+    spec = load_spec(
+        write(
+            tmp_path,
+            "spec.yaml",
+            """\
+            name: shared
+            steps:
+              - name: first
+                dispatch: &run {task: backtest.run, queue: backtest, kwargs: {days: 30}}
+              - name: second
+                depends_on: [first]
+                dispatch: *run
+            """,
+        )
+    )
+    assert [step.dispatch.kwargs for step in spec.steps] == [{"days": 30}, {"days": 30}]
+
+
+def test_nesting_is_bounded(tmp_path: Path) -> None:
+    deep = "[" * 100 + "]" * 100
+    problem = only_problem(
+        tmp_path,
+        f"""\
+        name: deep
+        steps:
+          - name: s
+            dispatch:
+              task: backtest.run
+              queue: backtest
+              args: {deep}
+        """,
+    )
+    assert problem.line == 7
+    assert "nested deeper than 64 levels" in problem.message
+
+
+def reversed_chain(count: int, *, cycle: bool = False) -> str:
+    """s0 depends on s1, s1 on s2 ...: a depth-first search goes `count` steps deep."""
+    lines = ["name: chain", "steps:"]
+    for i in range(count):
+        after = f"s{i + 1}" if i + 1 < count else ("s0" if cycle else None)
+        lines += [f"  - name: s{i}", "    op: noop"]
+        if after:
+            lines.append(f"    depends_on: [{after}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_long_dependency_chain_is_refused_without_recursion(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path, reversed_chain(5000))
+    assert problem.field == "steps[0].depends_on" and problem.line == 5
+    assert "a depends_on chain of 5000 steps starts at 's0': at most 500" in problem.message
+    problem = only_problem(tmp_path, reversed_chain(5000, cycle=True))
+    assert problem.field == "steps[0].depends_on" and problem.line == 5
+    assert problem.message.startswith("dependency cycle: s0 -> s1 -> s2")
+    assert problem.message.endswith("s4998 -> s4999 -> s0")
+    assert len(load_spec(write(tmp_path, "chain.yaml", reversed_chain(500))).steps) == 500
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "0", "-5", "1e12"])
+def test_dispatch_timeout_must_be_finite_and_bounded(tmp_path: Path, value: str) -> None:
+    problem = only_problem(
+        tmp_path,
+        f"""\
+        name: waits
+        steps:
+          - name: s
+            dispatch:
+              task: backtest.run
+              queue: backtest
+              timeout_seconds: {value}
+        """,
+    )
+    assert (problem.field, problem.line) == ("steps[0].dispatch.timeout_seconds", 7)
+    assert "is not a number of seconds above 0 and at most 604800" in problem.message

@@ -34,7 +34,8 @@ def build_ledger_mirror_sensor(settings: Settings) -> dg.SensorDefinition:
         last = results[-1]
         context.log.info(
             f"ledger mirror: {sum(r.events for r in results)} events, "
-            f"{sum(r.runs for r in results)} run rows, cursor {last.cursor}, "
+            f"{sum(r.runs for r in results)} run rows, "
+            f"{sum(r.quarantined for r in results)} quarantined, cursor {last.cursor}, "
             f"{'caught up' if last.drained else f'lag {last.lag_seconds:.1f}s'}"
         )
         return dg.SensorResult(run_requests=[], cursor=str(last.cursor))

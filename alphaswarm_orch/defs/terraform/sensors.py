@@ -3,10 +3,14 @@
 One request, one run (run_key = request id): plan -> terraform_plan_job, apply (a plan id) ->
 terraform_apply_job, destroy -> terraform_destroy_job. Requests naming a workspace that is not
 allow-listed, or passing variables to an apply (a saved plan's variables are fixed), are
-dead-lettered with the reason. While the kill switch is set, requests wait on the stream.
+dead-lettered with the reason, and so is a request whose run Dagster could not create
+(`requests.launchable`), before the cursor passes it. While the kill switch is set, requests
+wait on the stream.
 """
 
 import os
+from collections.abc import Callable
+from functools import partial
 
 import dagster as dg
 import redis
@@ -18,9 +22,10 @@ from alphaswarm_orch.defs.terraform.jobs import (
     terraform_destroy_job,
     terraform_plan_job,
 )
-from alphaswarm_orch.defs.terraform.resources import WORKSPACES_ENV
+from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
 from alphaswarm_orch.requests import Request, TerraformRequest, read_requests
 from alphaswarm_orch.requests.hold import REQUEST_SENSOR_INTERVAL_SECONDS, kill_switch_hold
+from alphaswarm_orch.requests.launchable import launched_job, log_batch, run_request_problem
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import workload_tags
 from alphaswarm_orch.terraform import WorkspaceRefused, parse_workspace_list
@@ -32,6 +37,10 @@ SENSOR_NAME = "terraform_request_sensor"
 
 def terraform_run_request(request: TerraformRequest) -> dg.RunRequest:
     """The run a valid, allow-listed terraform request launches."""
+    return _job_and_run_request(request)[1]
+
+
+def _job_and_run_request(request: TerraformRequest) -> tuple[dg.JobDefinition, dg.RunRequest]:
     if request.action == "apply":
         job, op = terraform_apply_job, "terraform_apply"
         config = {"plan_id": request.plan_id, "workspace": request.workspace}
@@ -39,7 +48,7 @@ def terraform_run_request(request: TerraformRequest) -> dg.RunRequest:
         job = terraform_plan_job if request.action == "plan" else terraform_destroy_job
         op = f"terraform_{request.action}"
         config = {"workspace": request.workspace, "variables": request.variables}
-    return dg.RunRequest(
+    return job, dg.RunRequest(
         run_key=request.request_id,
         job_name=job.name,
         run_config={"ops": {op: {"config": config}}},
@@ -47,8 +56,13 @@ def terraform_run_request(request: TerraformRequest) -> dg.RunRequest:
     )
 
 
-def request_problem(request: Request, workspaces: tuple[str, ...]) -> str | None:
-    """Why `request` cannot run here (a dead-letter reason), or None."""
+def request_problem(
+    request: Request,
+    workspaces: tuple[str, ...],
+    jobs: Callable[[dg.JobDefinition], dg.JobDefinition] = lambda job: job,
+) -> str | None:
+    """Why `request` cannot run here (a dead-letter reason), or None; `jobs` maps a job to the
+    one run creation uses (`launchable.launched_job`)."""
     if not isinstance(request, TerraformRequest):
         return f"{request.type} is not a terraform request"
     try:
@@ -60,7 +74,11 @@ def request_problem(request: Request, workspaces: tuple[str, ...]) -> str | None
             "an apply takes no variables: they were fixed when the plan was made. Plan again "
             "with the new variables and apply that plan id."
         )
-    return None
+    try:
+        job, run_request = _job_and_run_request(request)
+    except ValueError as exc:  # a tag value workload_tags refuses
+        return str(exc)
+    return run_request_problem(jobs(job), run_request)
 
 
 @dg.sensor(
@@ -82,6 +100,12 @@ def terraform_request_sensor(
             f"no terraform workspace is allow-listed: set {WORKSPACES_ENV} for the code "
             "location (and the terraform workers) to accept terraform requests"
         )
+    if not os.environ.get(ROOT_ENV):
+        # Run creation resolves the terraform resource's config here: every run would fail.
+        return dg.SkipReason(
+            f"{ROOT_ENV} is not set for the code location: terraform runs cannot be created "
+            "(their resource reads it); requests wait on the stream"
+        )
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         held = kill_switch_hold(
@@ -90,12 +114,14 @@ def terraform_request_sensor(
         if held is not None:
             return dg.SkipReason(held)
         batch = read_requests(
-            client, FAMILY, context.cursor, check=lambda r: request_problem(r, workspaces)
+            client,
+            FAMILY,
+            context.cursor,
+            check=lambda r: request_problem(r, workspaces, partial(launched_job, context)),
         )
     finally:
         client.close()
-    for letter in batch.dead_letters:
-        context.log.warning(f"dead-lettered terraform request {letter.stream_id}: {letter.reason}")
+    log_batch(context.log, FAMILY, batch)
     # Dagster skips a run_key it has launched before; a request repeated within one batch
     # is dropped here.
     unique: dict[str, TerraformRequest] = {}

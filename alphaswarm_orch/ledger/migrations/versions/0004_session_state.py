@@ -5,15 +5,15 @@ create what is missing, then add the owner (fence, worker, run), the state's tim
 detail, the time of the last tick and the handoff/loss/resume counts, the fence that wrote
 each tick, and the lifecycle table paper_session_events.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
