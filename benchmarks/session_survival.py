@@ -124,6 +124,8 @@ def run_scenario(scenario: Scenario, code_dir: Path, redis_db: int, small: bool)
         cluster = Cluster(env, tmp, start, code_dir=code_dir)
         try:
             return _measure(cluster, scenario, small)
+        except AssertionError as exc:  # e.g. the sessions never started: say so, go on
+            return Measured([], [], None, [f"not measured: {exc}"])
         finally:
             cluster.close()
             for worker in workers:
@@ -221,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for label in ("before", "after"):
             m = results[label]
+            if not m.gaps:
+                cells += ["not measured", "-", "-"]
+                continue
             gap = _seconds(m.gaps) if not m.problems else f">= {OBSERVE_SECONDS:.0f} (dead)"
             exit_ = (
                 f"{m.exit_seconds:.1f} s"
