@@ -76,6 +76,7 @@ class Cluster:
         self.sessions: list[Session] = []
         self._producing = threading.Event()
         self._producer: threading.Thread | None = None
+        self._instance_ready = False
 
     # -- workers and runs -------------------------------------------------------------------
 
@@ -89,7 +90,22 @@ class Cluster:
         worker.metrics_port = port  # type: ignore[attr-defined]
         return worker
 
+    def prepare_instance(self) -> None:
+        """Create the Dagster instance's tables once: run processes started together on an
+        empty database would race to create them (`type "runs" already exists`)."""
+        subprocess.run(
+            [sys.executable, "-m", "dagster", "instance", "migrate"],
+            cwd=self.code_dir,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=RUN_TIMEOUT,
+        )
+        self._instance_ready = True
+
     def launch(self, family: str) -> Session:
+        if not self._instance_ready:
+            self.prepare_instance()
         session_id = f"{family}-{uuid.uuid4().hex[:8]}"
         config = {
             "request_id": f"req-{session_id}",
