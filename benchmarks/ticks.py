@@ -27,7 +27,7 @@ import redis
 
 from alphaswarm_orch.control.keys import session_stop_key, tick_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch
-from alphaswarm_orch.ledger.db import engine_for
+from alphaswarm_orch.ledger.db import engine_for, migrate
 from alphaswarm_orch.requests import PaperStart
 from alphaswarm_orch.sessions.loop import GROUP, SessionLoop
 from alphaswarm_orch.sessions.simulator import PaperSimulator, metadata
@@ -100,9 +100,18 @@ def session(
         session_id=session_id,
         symbols=["BENCH"],
     )
+    migrate(ledger_url)
     simulator = PaperSimulator(engine_for(ledger_url), "paper", start)
     kill_switch = KillSwitch(client, f"bench:kill:{session_id}")
-    loop = SessionLoop(client, session_id, "paper", kill_switch, simulator.handle, after_ack=acked)
+    loop = SessionLoop(
+        client,
+        session_id,
+        "paper",
+        kill_switch,
+        simulator.handle,
+        after_ack=acked,
+        on_acquire=lambda lease: simulator.take_over(lease.fence),  # ~10 ms, once
+    )
     timer = threading.Timer(timeout, lambda: client.set(session_stop_key(session_id), "timeout"))
     timer.start()
     producer.start()  # after the simulator's setup: measure ticks, not the session's start

@@ -20,6 +20,7 @@ LAZY_COMMANDS = {
     "ledger": "alphaswarm_orch.cli.ledger:ledger_group",
     "daemon": "alphaswarm_orch.cli.daemon:daemon_command",
     "dev": "alphaswarm_orch.cli.dev:dev_command",
+    "sessions": "alphaswarm_orch.cli.sessions:sessions_group",
 }
 """Command name -> `module:attribute` of its click command, imported when it is invoked."""
 

@@ -4,7 +4,8 @@ The worker is found through its own /healthz on localhost (node name, pid, queue
 tasks), so drain works in the pod without any state shared on disk. Consumers are cancelled
 by a Celery control message addressed to that node only; if the broker is unreachable that
 step is skipped, since SIGTERM (Celery's warm shutdown) also stops consuming before it waits
-for running tasks.
+for running tasks. Then the sessions the worker runs are asked to hand themselves on to
+another worker (they would never finish), so the wait for running tasks takes seconds.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
 from celery import Celery
 
+from alphaswarm_orch.sessions.handoff import request_handoff
 from alphaswarm_orch.settings import Settings, redacted
 
 DRAIN_TIMEOUT_SECONDS = 570.0
@@ -68,6 +71,7 @@ def drain(
     report = DrainReport(node=status["node"], pid=int(status["pid"]))
     say(f"draining {report.node} (pid {report.pid}): {status['reserved']} task(s) held")
     _cancel_consumers(settings, report, status["queues"])
+    _hand_sessions_on(settings, report)
     for line in report.notes:
         say(line)
 
@@ -113,6 +117,23 @@ def _cancel_consumers(settings: Settings, report: DrainReport, queues: list[str]
         )
     finally:
         app.close()
+
+
+def _hand_sessions_on(settings: Settings, report: DrainReport) -> None:
+    """After the consumers are cancelled (so the worker cannot take its sessions back): ask
+    the sessions it runs to move to another worker (sessions/handoff.py)."""
+    if settings.redis_url is None:
+        return
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        request_handoff(client, report.node, "worker drain")
+    except redis.RedisError as exc:
+        report.notes.append(
+            f"could not ask the sessions on {report.node} to hand on ({exc}); they hand on at "
+            "SIGTERM"
+        )
+    finally:
+        client.close()
 
 
 def _running(pid: int) -> bool:

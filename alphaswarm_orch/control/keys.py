@@ -39,6 +39,21 @@ def session_stop_key(session_id: str) -> str:
     return f"alphaswarm:sessions:{session_id}:stop"
 
 
+def session_lease_key(session_id: str) -> str:
+    """The session's owner: `<fence>|<worker>|<nonce>`, with a short TTL renewed every tick."""
+    return f"alphaswarm:sessions:{session_id}:lease"
+
+
+def session_fence_key(session_id: str) -> str:
+    """Counter behind the lease's fencing token: every new owner gets a higher number."""
+    return f"alphaswarm:sessions:{session_id}:fence"
+
+
+def worker_handoff_key(node: str) -> str:
+    """Set while worker `node` is stopping: its sessions hand themselves on (see sessions)."""
+    return f"alphaswarm:worker:{node}:handoff"
+
+
 def refusal_episode_key(source: str, queue: str) -> str:
     """The kill-switch episode `source` last recorded a refusal for, on `queue`."""
     return f"alphaswarm:refusals:{source}:{queue}"

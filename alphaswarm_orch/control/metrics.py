@@ -52,6 +52,8 @@ from alphaswarm_orch.settings import Settings
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SESSION_QUEUES = ("paper", "hft")
+"""Queues whose workers report session metrics."""
 STEP_TASK_NAME = "execute_plan"
 """The step task; it returns the step's serialized Dagster events (a list, or under "events")."""
 
@@ -358,6 +360,8 @@ class WorkerCollector(Collector):
             else _client(settings.require_redis("worker metrics"))
         )
         self._ledger_cache: tuple[float, list[GaugeMetricFamily]] | None = None
+        self.session_queues = [q for q in queues if q in SESSION_QUEUES]
+        self._session_cache: tuple[float, list[Metric]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -382,6 +386,7 @@ class WorkerCollector(Collector):
         yield from self._broker_series(sources)
         yield from self._control_series(sources)
         yield from self._ledger_series(sources)
+        yield from self._session_series()
         yield sources
 
     def _broker_series(self, sources: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
@@ -465,6 +470,56 @@ class WorkerCollector(Collector):
         if series:
             sources.add_metric(["ledger"], 1)
             yield from series
+
+    def _session_series(self) -> Iterator[Metric]:
+        if not self.session_queues:
+            return
+        now = time.monotonic()
+        if self._session_cache is None or now - self._session_cache[0] > _LEDGER_CACHE_SECONDS:
+            self._session_cache = (
+                now,
+                session_series(self.settings, self.control, self.session_queues),
+            )
+        yield from self._session_cache[1]
+
+
+def session_series(settings: Settings, client: redis.Redis, queues: list[str]) -> list[Metric]:
+    """Sessions per queue and state, waiting for a slot, handoffs, losses, resumes (ledger
+    and leases; every worker of the queue reports the same, cluster-wide numbers)."""
+    try:
+        from alphaswarm_orch.ledger.db import engine_for
+        from alphaswarm_orch.sessions.status import counts_by_queue
+
+        counts = counts_by_queue(engine_for(settings.ledger_url), client, queues)
+    except Exception as exc:  # a broken ledger must not break the scrape
+        log.warning("metrics: session state unavailable: %s", exc)
+        return []
+    states = GaugeMetricFamily(
+        "alphaswarm_sessions",
+        "Sessions that continue, per queue and state (running, resumed, handing_off, lost).",
+        labels=["queue_name", "state"],
+    )
+    waiting = GaugeMetricFamily(
+        "alphaswarm_sessions_waiting",
+        "Sessions whose step waits for a worker slot (handing off, or lost and not resumed).",
+        labels=["queue_name"],
+    )
+    totals = {
+        kind: CounterMetricFamily(f"alphaswarm_session_{kind}", doc, labels=["queue_name"])
+        for kind, doc in (
+            ("handoffs", "Sessions handed on by a stopping worker."),
+            ("losses", "Sessions whose worker vanished without handing them on."),
+            ("resumes", "Sessions taken over by a new step after a handoff or a loss."),
+        )
+    }
+    for queue, count in counts.items():
+        for state, value in count.by_state.items():
+            states.add_metric([queue, state], value)
+        waiting.add_metric([queue], count.waiting)
+        totals["handoffs"].add_metric([queue], count.handoffs)
+        totals["losses"].add_metric([queue], count.losses)
+        totals["resumes"].add_metric([queue], count.resumes)
+    return [states, waiting, *totals.values()]
 
 
 def ledger_lag_series(settings: Settings) -> list[GaugeMetricFamily]:

@@ -7,11 +7,14 @@ receives SIGTERM directly, and a deploy that restarts the process reloads the co
 Before Celery starts, the worker binds ALPHASWARM_METRICS_PORT (/metrics, /healthz, /readyz),
 puts prometheus-client in multiprocess mode for its pool children, and hooks the consumer's
 heartbeat; SIGTERM is Celery's warm shutdown (stop consuming, finish running tasks, exit).
+Sessions never finish by themselves, so shutting down also raises this node's handoff flag
+(sessions/handoff.py): each session it runs ends its tick and moves to another worker.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
 import shutil
@@ -20,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.signals import worker_process_init, worker_shutting_down
 from dagster_celery.make_app import make_app
@@ -28,9 +32,12 @@ from alphaswarm_orch.control import health, metrics
 from alphaswarm_orch.execution.celery_config import celery_config
 from alphaswarm_orch.execution.tasks import register_tasks
 from alphaswarm_orch.queues import parse_queue_list, worker_concurrency
+from alphaswarm_orch.sessions.handoff import clear_handoff, request_handoff
 from alphaswarm_orch.settings import Settings
 
 log = logging.getLogger(__name__)
+
+CODE_LOCATION_MODULE = "alphaswarm_orch.definitions"
 
 INCLUDE_ENV = "ALPHASWARM_WORKER_INCLUDE"
 """Extra task modules for the worker to import, comma-separated (tests register small tasks)."""
@@ -92,7 +99,10 @@ def run_worker(
     threads = worker_concurrency(names, concurrency)
     settings = Settings.from_env()
     app = make_worker_app(settings)
-    _prepare_operations(app, settings, names, node_name(names, name))
+    node = node_name(names, name)
+    _prepare_operations(app, settings, names, node)
+    _hand_sessions_on_at_shutdown(settings, node)
+    _preload_code_location()
     app.worker_main(argv=worker_argv(names, threads, name, loglevel))
 
 
@@ -135,6 +145,35 @@ def _prepare_operations(app: Celery, settings: Settings, queues: list[str], node
 
     worker_process_init.connect(close_in_child, weak=False)
     worker_shutting_down.connect(draining, weak=False)
+
+
+def _preload_code_location() -> None:
+    """Import the code location before the pool forks, so a pool process's first step (a
+    session handed over to this worker) does not wait for the import."""
+    try:
+        importlib.import_module(CODE_LOCATION_MODULE)
+    except Exception as exc:  # the step reports the import error with its run
+        log.error("code location %s not preloaded: %s", CODE_LOCATION_MODULE, exc)
+
+
+def _hand_sessions_on_at_shutdown(settings: Settings, node: str) -> None:
+    """Clear this node's handoff flag now; raise it when the worker starts shutting down."""
+    if settings.redis_url is None:
+        return
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        clear_handoff(client, node)
+    except redis.RedisError as exc:
+        log.error("session handoff flag of %s not cleared (%s)", node, exc)
+
+    def shutting_down(sig: Any = None, how: Any = None, **_: Any) -> None:
+        try:
+            request_handoff(client, node, f"{how or 'warm'} shutdown ({sig or 'signal'})")
+        except redis.RedisError as exc:
+            # Sessions then run until the grace period's SIGKILL and are resumed as lost.
+            log.error("could not ask %s's sessions to hand on (%s)", node, exc)
+
+    worker_shutting_down.connect(shutting_down, weak=False)
 
 
 def _multiproc_dir() -> Path:

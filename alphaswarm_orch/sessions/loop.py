@@ -1,18 +1,21 @@
-"""The session loop: consume `ticks:<session>` through a consumer group until told to stop.
+"""The session loop: own the session, consume `ticks:<session>` through a consumer group.
 
-One consumer per session (a session is one run), so a restarted session finds its
-unacknowledged ticks in its own pending list and handles them first; ticks other consumers
-left pending are claimed too. Each tick is acknowledged after its handler returns, and the
-acknowledgement is pipelined with the stop checks (kill switch, per-queue kill switch, stop
-request), so the loop stops within one tick at the cost of no extra round trip. The switches
-are read under the kill switch's fail-closed rule: a key of any type, or a failed read, stops
-the session.
+One consumer per session (a session is one run), so a new owner finds its predecessor's
+unacknowledged ticks in the pending list and handles them first; ticks other consumers left
+pending are claimed too. The loop first takes the session's lease (lease.py) and every read
+and acknowledgement checks it atomically, so two steps of one session never consume at once.
+Each tick is acknowledged after its handler returns, together with the stop checks (kill
+switch, per-queue kill switch, stop request, the worker's handoff flag), so the loop stops
+within one tick at the cost of no extra round trip. The switches are read under the kill
+switch's fail-closed rule: a key of any type, or a failed read, stops the session.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,13 +24,24 @@ from dataclasses import dataclass
 import redis
 
 from alphaswarm_orch.control.keys import session_stop_key, tick_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged, read_states
+from alphaswarm_orch.control.kill_switch import (
+    KillSwitch,
+    KillSwitchEngaged,
+    engaged_states,
+    read_states,
+)
+from alphaswarm_orch.sessions.lease import LEASE_TTL_MS, LeaseLost, SessionLease
 from alphaswarm_orch.sessions.ticks import InvalidTick, Tick, parse_tick
 
 GROUP = "alphaswarm-session"
 CONSUMER = "session"
 BLOCK_MS = 100
 """How long an idle read waits: the loop notices a stop within this when no tick arrives."""
+ACQUIRE_POLL_SECONDS = 0.2
+"""How often a step waiting for its session's lease tries again."""
+
+HANDING_ON = ("handoff", "shutdown", "lease_lost")
+"""Stops after which the session continues elsewhere: the step asks to be run again."""
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +49,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SessionOutcome:
     stopped_by: str
-    """stop_request | kill_switch | shutdown"""
+    """stop_request | kill_switch | shutdown (SIGTERM) | handoff (worker stopping) |
+    lease_lost (another step took the session over) | error | interrupted (an exception)"""
     reason: str
     ticks: int
     invalid_ticks: int
     kill_key: str | None = None
+    fence: int = 0
+    """The lease's fencing token this step held (0: it never owned the session)."""
 
     def refusal(self, where: str) -> KillSwitchEngaged | None:
         """The error a kill-switch stop is reported with (None for other stops)."""
@@ -49,8 +66,8 @@ class SessionOutcome:
 
     @property
     def resumable(self) -> bool:
-        """A shutdown or kill switch leaves the session to be resumed; a stop request ends it."""
-        return self.stopped_by != "stop_request"
+        """Anything but a stop request or an error leaves the session to be resumed."""
+        return self.stopped_by not in ("stop_request", "error")
 
 
 class SessionLoop:
@@ -62,6 +79,12 @@ class SessionLoop:
         kill_switch: KillSwitch,
         handle: Callable[[Tick], object],
         *,
+        worker: str | None = None,
+        handoff_key: str | None = None,
+        on_acquire: Callable[[SessionLease], object] | None = None,
+        fence_floor: Callable[[], int] | None = None,
+        on_stop: Callable[[SessionOutcome], object] | None = None,
+        lease_ttl_ms: int = LEASE_TTL_MS,
         batch: int = 64,
         block_ms: int = BLOCK_MS,
         after_ack: Callable[[Tick], object] | None = None,
@@ -74,59 +97,139 @@ class SessionLoop:
         self.block_ms = block_ms
         self.after_ack = after_ack
         """Called with each handled tick once it is acknowledged (latency measurement)."""
+        self.lease = SessionLease(client, session_id, worker or local_worker(), lease_ttl_ms)
+        self.on_acquire = on_acquire
+        """Called once the lease is held, before any tick is read (load state at the fence)."""
+        self.fence_floor = fence_floor
+        self.on_stop = on_stop
+        """Called with the outcome while the lease is still held (record the state)."""
+        """The highest fence the session's state has seen (a Redis that lost its counter
+        must still hand out higher fences)."""
         self.kill_keys = kill_switch.keys_for(queue)
         self.stop_key = session_stop_key(session_id)
+        self.handoff_key = handoff_key
+        # Read by the lease scripts with every read and ack: the stop request and handoff flag
+        # (GET), the kill switches (TYPE; a set one is then read in full, fail-closed).
+        self.stop_keys = [self.stop_key, handoff_key or self.stop_key, *self.kill_keys]
         self._shutdown = threading.Event()
+        self.ticks = self.invalid = 0
 
     def request_shutdown(self) -> None:
         """Finish the current tick, then end as a resumable stop (SIGTERM does this)."""
         self._shutdown.set()
 
     def run(self) -> SessionOutcome:
+        """Own the session and consume until a stop. `on_stop` records the outcome while the
+        lease is still held (so the state it writes cannot race the next owner); then the
+        lease is released. An exception is recorded as an `error` (or `interrupted`) outcome
+        and raised again."""
         self._ensure_group()
-        self._claim_stale()
-        ticks = invalid = 0
-        stop = self._check_stop(self.client.pipeline(transaction=False))
-        cursor = "0"  # our own pending entries first, then new ones
-        ack = self.client.pipeline(transaction=False)  # reused: emptied by each execute()
-        while stop is None:
-            if self._shutdown.is_set():
-                break
-            reply = self.client.xreadgroup(
-                GROUP,
-                CONSUMER,
-                {self.stream: cursor},
-                count=self.batch,
-                block=None if cursor == "0" else self.block_ms,
+        stop = self._acquire()
+        if stop is not None:
+            return SessionOutcome(stop[0], stop[1], 0, 0, stop[2])
+        raised: BaseException | None = None
+        try:
+            if self.on_acquire is not None:
+                self.on_acquire(self.lease)
+            self._claim_stale()
+            stopped_by, reason, kill_key = self._consume()
+            outcome = SessionOutcome(
+                stopped_by, reason, self.ticks, self.invalid, kill_key, self.lease.fence
             )
-            entries = reply[0][1] if reply else []
+        except LeaseLost as lost:
+            self.lease.value = None
+            outcome = SessionOutcome(
+                "lease_lost", str(lost), self.ticks, self.invalid, fence=self.lease.fence
+            )
+        except BaseException as exc:
+            raised = exc
+            kind = "error" if isinstance(exc, Exception) else "interrupted"
+            outcome = SessionOutcome(
+                kind,
+                f"{type(exc).__name__}: {exc}",
+                self.ticks,
+                self.invalid,
+                fence=self.lease.fence,
+            )
+        try:
+            if self.on_stop is not None:
+                self.on_stop(outcome)
+        except Exception as exc:
+            if raised is None:
+                raise
+            log.warning("session %s: outcome not recorded (%s)", self.session_id, exc)
+        finally:
+            self._release_quietly()
+        if raised is not None:
+            raise raised
+        return outcome
+
+    def _acquire(self) -> tuple[str, str, str | None] | None:
+        """Wait for the lease (a previous owner's expires within its TTL); a stop while
+        waiting ends the step without ever owning the session."""
+        while True:
+            stop = self._check_stop()
+            if stop is None and self._shutdown.is_set():
+                stop = ("shutdown", "SIGTERM before the session was taken over", None)
+            if stop is not None:
+                return stop
+            if self.lease.try_acquire(self.fence_floor() if self.fence_floor else 0):
+                return None
+            self._shutdown.wait(ACQUIRE_POLL_SECONDS)
+
+    def _consume(self) -> tuple[str, str, str | None]:
+        cursor = "0"  # our own pending entries first, then new ones
+        last_seen = "0-0"
+        while True:
+            if self._shutdown.is_set():
+                return ("shutdown", "SIGTERM: the current tick finished", None)
+            try:
+                values, entries, last = self.lease.read(
+                    GROUP, CONSUMER, cursor, self.batch, self.stop_keys
+                )
+            except redis.RedisError as exc:
+                return self._unreadable(exc)
+            stop = self._stop_reason(values)
+            if stop is not None:
+                return stop
             if cursor == "0" and not entries:
                 cursor = ">"
                 continue
             if not entries:
-                stop = self._check_stop(ack)
+                self._wait_for_ticks(last or last_seen)
                 continue
             for raw_id, fields in entries:
                 entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                last_seen = entry_id
                 try:
-                    tick: Tick | None = parse_tick(entry_id, fields or {})
+                    tick: Tick | None = parse_tick(entry_id, _fields(fields))
                 except InvalidTick as exc:
                     tick = None
-                    invalid += 1
+                    self.invalid += 1
                     log.warning("session %s skipped %s", self.session_id, exc)
                 if tick is not None:
                     self.handle(tick)
-                    ticks += 1
-                ack.xack(self.stream, GROUP, entry_id)
-                stop = self._check_stop(ack)
+                    self.ticks += 1
+                try:
+                    stop = self._stop_reason(self.lease.ack(GROUP, entry_id, self.stop_keys))
+                except redis.RedisError as exc:  # the ack may not have happened: resumable
+                    stop = self._unreadable(exc)
                 if tick is not None and self.after_ack is not None:
                     self.after_ack(tick)
-                if stop is not None or self._shutdown.is_set():
+                if stop is not None:
+                    return stop
+                if self._shutdown.is_set():
                     break
-        if stop is None:
-            stop = ("shutdown", "SIGTERM: the current tick finished", None)
-        stopped_by, reason, kill_key = stop
-        return SessionOutcome(stopped_by, reason, ticks, invalid, kill_key)
+
+    def _wait_for_ticks(self, after: str) -> None:
+        """Block (read-only, outside the group) until an entry after `after` arrives."""
+        self.client.xread({self.stream: after}, count=1, block=self.block_ms)
+
+    def _release_quietly(self) -> None:
+        try:
+            self.lease.release()
+        except redis.RedisError as exc:
+            log.warning("session %s: lease not released (%s); it expires", self.session_id, exc)
 
     def _ensure_group(self) -> None:
         try:
@@ -145,26 +248,65 @@ class SessionLoop:
             if start in (b"0-0", "0-0"):
                 return
 
-    def _check_stop(self, pipe: redis.client.Pipeline) -> tuple[str, str, str | None] | None:
-        """Run `pipe` (an ack, or nothing) with the stop checks appended: (stopped_by, reason,
-        kill key) for the first stop condition set, else None.
-
-        The switches are read under the fail-closed rule: a failed read stops the session as
-        an engaged switch does. A failed ack is raised, as before.
-        """
+    def _check_stop(self) -> tuple[str, str, str | None] | None:
+        """The stop checks on their own (while waiting for the lease)."""
+        pipe = self.client.pipeline(transaction=False)
         pipe.get(self.stop_key)
-        switches, replies = read_states(pipe, self.kill_keys)
-        for state in switches:
-            if state is not None:
-                return ("kill_switch", state.reason, state.key)
+        pipe.get(self.handoff_key or self.stop_key)
+        states, replies = read_states(pipe, self.kill_keys)
+        stop = self._kill_stop(states)
+        if stop is not None:
+            return stop
         assert not isinstance(replies, Exception)  # it would have engaged every switch
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        stop = replies[-1]
+        return self._stop_reason([*replies, *(b"none" for _ in self.kill_keys)])
+
+    def _stop_reason(self, values: list) -> tuple[str, str, str | None] | None:
+        """(stopped_by, reason, kill key) for the first stop condition set, else None, from
+        what the lease scripts read: stop value, handoff value, then each switch's TYPE."""
+        stop, handoff, *kinds = values
+        if any(kind not in (b"none", "none") for kind in kinds):
+            states, _ = read_states(self.client.pipeline(transaction=False), self.kill_keys)
+            found = self._kill_stop(states)
+            if found is not None:
+                return found
         if stop is not None:
-            return ("stop_request", stop.decode("utf-8", "replace"), None)
+            return ("stop_request", _text(stop), None)
+        if handoff is not None and self.handoff_key is not None:
+            return ("handoff", f"worker stopping: {_text(handoff)}", None)
         return None
+
+    @staticmethod
+    def _kill_stop(states: list) -> tuple[str, str, str | None] | None:
+        for state in states:
+            if state is not None:
+                return ("kill_switch", state.reason, state.key)
+        return None
+
+    def _unreadable(self, exc: redis.RedisError) -> tuple[str, str, str | None]:
+        """A failed read of the switches stops the session as an engaged switch does."""
+        state = engaged_states(self.kill_keys, exc)[0]
+        assert state is not None
+        return ("kill_switch", state.reason, state.key)
+
+
+def _fields(raw: object) -> dict:
+    """Stream entry fields as a dict (a Lua reply gives them as a flat list)."""
+    if isinstance(raw, dict):
+        return raw
+    items = list(raw or [])
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def local_worker() -> str:
+    """`<host> pid <pid>`: the owner name of a session run outside a Celery worker."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
 
 
 @contextmanager

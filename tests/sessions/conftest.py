@@ -16,11 +16,14 @@ from alphaswarm_orch.control.keys import (
     dead_letter_stream,
     request_ids,
     request_stream,
+    session_fence_key,
+    session_lease_key,
     session_registry,
     session_stop_key,
     tick_stream,
 )
 from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.ledger.db import migrate
 from alphaswarm_orch.requests import PaperStart
 
 
@@ -35,7 +38,9 @@ def redis_client(redis_urls: tuple[str, str]) -> Iterator[redis.Redis]:
 def session_id(redis_client: redis.Redis) -> Iterator[str]:
     sid = f"s-{uuid.uuid4().hex[:12]}"
     yield sid
-    redis_client.delete(tick_stream(sid), session_stop_key(sid))
+    redis_client.delete(
+        tick_stream(sid), session_stop_key(sid), session_lease_key(sid), session_fence_key(sid)
+    )
 
 
 @pytest.fixture
@@ -48,6 +53,8 @@ def kill_switch(redis_client: redis.Redis) -> Iterator[KillSwitch]:
 
 @pytest.fixture
 def ledger(postgres_url: str) -> Iterator[sa.Engine]:
+    """The ledger database, migrated (the session tables come from the migrations)."""
+    migrate(postgres_url)
     engine = sa.create_engine(postgres_url)
     yield engine
     engine.dispose()

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from alphaswarm_orch.control.keys import session_stop_key, tick_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.ledger.db import migrate
 from alphaswarm_orch.sessions.loop import CONSUMER, GROUP, SessionLoop
 from alphaswarm_orch.sessions.simulator import PaperSimulator, paper_fills, paper_ticks
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
@@ -25,6 +26,8 @@ from tests.support.switches import KEY_TYPES, write_switch
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE = 60
+LEASE_TTL_MS = 1000
+"""Short: a SIGKILLed session's successor waits this long for the lease."""
 
 
 def order_ticks(n: int, start: int = 0) -> list[Tick]:
@@ -152,8 +155,10 @@ def test_restart_claims_pending_ticks_of_any_consumer(
     redis_client.xreadgroup(GROUP, "old-consumer", {stream: ">"}, count=2)
     assert pending(redis_client, session_id) == 4
 
+    crashed = PaperSimulator(ledger, "paper", paper_start(session_id))
+    crashed.take_over(1)
+    crashed.handle(order_ticks(1)[0])  # t0's effect was committed before the crash
     simulator = PaperSimulator(ledger, "paper", paper_start(session_id))
-    simulator.handle(order_ticks(1)[0])  # t0's effect was committed before the crash
     handled: list[str] = []
 
     def handle(tick: Tick) -> None:
@@ -162,7 +167,15 @@ def test_restart_claims_pending_ticks_of_any_consumer(
         if len(handled) == 6:
             redis_client.set(session_stop_key(session_id), "done")
 
-    SessionLoop(redis_client, session_id, "paper", kill_switch, handle).run()
+    SessionLoop(
+        redis_client,
+        session_id,
+        "paper",
+        kill_switch,
+        handle,
+        on_acquire=lambda lease: simulator.take_over(lease.fence),
+        fence_floor=simulator.stored_fence,
+    ).run()
 
     assert sorted(handled) == [f"t{i}" for i in range(6)]
     assert pending(redis_client, session_id) == 0
@@ -183,6 +196,7 @@ def start_session(
             ledger_url,
             session_id,
             kill_key,
+            str(LEASE_TTL_MS),
         ],
         cwd=REPO,
         env=os.environ.copy(),
@@ -205,8 +219,10 @@ def handled_ticks(ledger: sa.Engine, session_id: str) -> int:
 
 def expected_state(ticks: list[Tick], tmp_path: Path) -> tuple[float, float]:
     """Cash and position from one uninterrupted pass over `ticks` (on a scratch SQLite)."""
+    migrate(f"sqlite:///{tmp_path / 'reference.db'}")
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'reference.db'}")
     reference = PaperSimulator(engine, "paper", paper_start("reference"))
+    reference.take_over(1)
     for tick in ticks:
         reference.handle(tick)
     reference.close("stopped")
@@ -249,7 +265,8 @@ def test_crash_and_restart_lose_and_duplicate_no_fill(
 
     with ledger.connect() as conn:
         fills = conn.execute(sa.select(paper_fills.c.tick_id, paper_fills.c.seq)).all()
-        restarted = PaperSimulator(ledger, "paper", paper_start(session_id))
+    restarted = PaperSimulator(ledger, "paper", paper_start(session_id))
+    restarted.take_over(restarted.stored_fence() + 1)
     assert sorted(fills) == sorted((t.tick_id, 0) for t in ticks)
     cash, qty = expected_state(ticks, tmp_path)
     assert restarted.cash == cash and restarted.positions["BTC-USD"].qty == qty

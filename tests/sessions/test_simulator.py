@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from alphaswarm_orch.ledger.db import migrate
 from alphaswarm_orch.sessions.simulator import (
     PaperSimulator,
     paper_fills,
@@ -21,6 +22,7 @@ from tests.sessions.conftest import paper_start
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> sa.Engine:
     if request.param == "postgres":
         return request.getfixturevalue("ledger")
+    migrate(f"sqlite:///{tmp_path / 'ledger.db'}")
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
     request.addfinalizer(engine.dispose)
     return engine
@@ -37,6 +39,7 @@ def sell(qty: float, limit: float | None = None) -> OrderIntent:
 def test_fills_positions_and_pnl_are_persisted(engine: sa.Engine) -> None:
     start = paper_start("s1", starting_cash=10_000, fee_bps=10, max_position=5)
     sim = PaperSimulator(engine, "paper", start)
+    sim.take_over(1)
 
     assert sim.handle(Tick("t1", "BTC-USD", 100.0, (buy(2),))) == 1
     assert sim.handle(Tick("t2", "BTC-USD", 103.0, (buy(1), buy(1, limit=102.0)))) == 1
@@ -65,12 +68,14 @@ def test_fills_positions_and_pnl_are_persisted(engine: sa.Engine) -> None:
 def test_replayed_tick_has_no_second_effect_even_after_a_restart(engine: sa.Engine) -> None:
     start = paper_start("s2")
     sim = PaperSimulator(engine, "paper", start)
+    sim.take_over(1)
     tick = Tick("t1", "BTC-USD", 50.0, (buy(4), sell(1)))
     assert sim.handle(tick) == 2
     assert sim.handle(tick) == 0
     cash = sim.cash
 
     restarted = PaperSimulator(engine, "paper", start)
+    restarted.take_over(2)
     assert restarted.cash == cash and restarted.positions["BTC-USD"].qty == 3
     assert restarted.handle(tick) == 0
     assert restarted.handle(Tick("t2", "BTC-USD", 60.0, (sell(3),))) == 1

@@ -27,13 +27,15 @@ class WorkerProcess:
         return self.name if "@" in self.name else f"{self.name}@{os.uname().nodename}"
 
     @classmethod
-    def start(cls, queues: str, name: str, env: dict[str, str], *extra: str) -> WorkerProcess:
+    def start(
+        cls, queues: str, name: str, env: dict[str, str], *extra: str, cwd: str | None = None
+    ) -> WorkerProcess:
         log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - outlives this call
             prefix=f"worker-{name}-", suffix=".log", delete=False
         )
         argv = [sys.executable, "-m", "alphaswarm_orch.cli", "worker", "--queues", queues]
         argv += ["--name", name, *extra]
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         worker = cls(name=name, queues=queues, process=process, log_path=log.name)
         worker.wait_ready(env["ALPHASWARM_BROKER_URL"])
         return worker
