@@ -64,6 +64,7 @@ class InFlight:
     queue: str
     worker: str | None = None
     lost_since: float | None = None
+    redeliveries: int = 0
 
 
 class ResultWatcher:
@@ -80,6 +81,10 @@ class ResultWatcher:
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self._by_channel: dict[bytes, str] = {}
         self._arrived: dict[str, dict[str, Any]] = {}
+        # The last stored value seen per task: the backend keeps a RETRY (pool process lost,
+        # step sent again) stored while the redelivered step runs, and the sweep re-reads it
+        # every second; each stored state is acted on once.
+        self._seen: dict[str, bytes] = {}
 
     def channel(self, task_id: str) -> bytes:
         key = self.backend.get_key_for_task(task_id)
@@ -93,6 +98,7 @@ class ResultWatcher:
     def forget(self, flight: InFlight) -> None:
         self._by_channel.pop(flight.channel, None)
         self._arrived.pop(flight.task_id, None)
+        self._seen.pop(flight.task_id, None)
         self.pubsub.unsubscribe(flight.channel)
 
     def wait(self, timeout: float) -> None:
@@ -110,7 +116,14 @@ class ResultWatcher:
             return
         task_id = self._by_channel.get(message["channel"])
         if task_id is not None:
-            self._arrived[task_id] = self.backend.decode_result(message["data"])
+            self._arrive(task_id, message["data"])
+
+    def _arrive(self, task_id: str, raw: bytes) -> None:
+        """Record a stored state of `task_id` unless it is the one already seen."""
+        if self._seen.get(task_id) == raw:
+            return
+        self._seen[task_id] = raw
+        self._arrived[task_id] = self.backend.decode_result(raw)
 
     def sweep(self, flights: list[InFlight]) -> dict[str, bytes | None]:
         """One round trip: every in-flight result and heartbeat. Returns heartbeats by task."""
@@ -122,7 +135,7 @@ class ResultWatcher:
             results, beats = pipe.execute()
         for flight, raw in zip(flights, results, strict=True):
             if raw is not None:
-                self._arrived[flight.task_id] = self.backend.decode_result(raw)
+                self._arrive(flight.task_id, raw)
         return {f.task_id: beat for f, beat in zip(flights, beats, strict=True)}
 
     def take(self, task_id: str) -> dict[str, Any] | None:
@@ -280,10 +293,14 @@ class _Run:
             yield from self._fail(active, flight, _error_info(meta["result"]), lost=lost)
             return
         if status == states.RETRY:
+            # Once per stored RETRY (see ResultWatcher._arrive).
+            flight.redeliveries += 1
+            dead = self._dead_process(flight)
             yield DagsterEvent.engine_event(
                 self.context.for_step(self.plan.get_step_by_key(flight.step_key)),
-                f"Worker {flight.worker or '(unknown)'} died while running step "
-                f'"{flight.step_key}": Celery sent the step again.',
+                f'Worker process {dead} died while running step "{flight.step_key}" '
+                f"({_reason(meta.get('result'))}): Celery sent the step again (redelivery "
+                f"{flight.redeliveries}).",
                 EngineEventData(),
             )
             flight.worker, flight.lost_since = None, None
@@ -296,6 +313,17 @@ class _Run:
             flight.lost_since = flight.lost_since or now
             if now - flight.lost_since >= liveness.LOST_GRACE_SECONDS:
                 yield from self._lost(active, flight)
+
+    def _dead_process(self, flight: InFlight) -> str:
+        """The process whose start the n-th RETRY ended: the n-th that started the step (by
+        the time the loop sees the RETRY, the heartbeat may already be its replacement's)."""
+        try:
+            starts = liveness.started_by(self.watcher.client, flight.task_id)
+        except Exception:
+            starts = []
+        if len(starts) >= flight.redeliveries:
+            return starts[flight.redeliveries - 1]
+        return flight.worker or "(unknown: it died before its first heartbeat)"
 
     def _finish(
         self, active: ActiveExecution, flight: InFlight, result: dict[str, Any]
@@ -363,6 +391,13 @@ class _Run:
     def _drop(self, flight: InFlight) -> None:
         self.flights.pop(flight.step_key, None)
         self.watcher.forget(flight)
+
+
+def _reason(exc: Any) -> str:
+    """A stored task exception in one line, e.g. `WorkerLostError: Worker exited ...`."""
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}".strip()
+    return str(exc or "no reason stored")
 
 
 def _error_info(exc: Any) -> SerializableErrorInfo:

@@ -196,6 +196,41 @@ def test_pool_process_killed_mid_step_is_sent_again_and_the_run_succeeds(
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
 
 
+def _engine_messages(instance: dg.DagsterInstance, run_id: str, needle: str) -> list[str]:
+    return [
+        record.dagster_event.message
+        for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+        if record.dagster_event is not None and needle in (record.dagster_event.message or "")
+    ]
+
+
+def test_a_killed_pool_process_is_reported_once_naming_the_process_that_died(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    """The redelivered step runs on for seconds after the kill: one event, not one a second,
+    and it names the killed pool process, not its live replacement."""
+    start_worker("default", "w-flood", env=env)
+    key = f"report:{uuid.uuid4().hex}"
+    process = _launch(
+        env, tmp_path, "block_job", {"blocker": {"config": {"report_key": key, "block_seconds": 8}}}
+    )
+    try:
+        [first] = wait_for(lambda: _reports(broker, key), 120, "the step to start")
+        killed = int(first.rsplit(" ", 1)[1])
+        os.kill(killed, signal.SIGKILL)
+        _finish(process, tmp_path, "block_job")
+    finally:
+        process.kill()
+    starts = [r for r in _reports(broker, key) if r.startswith("started blocker")]
+    assert len(starts) == 2, starts
+    replacement = int(starts[1].rsplit(" ", 1)[1])
+    run = _finished_run(instance, tmp_path, "block_job")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    [message] = _engine_messages(instance, run.run_id, "died while running step")
+    assert f"pid {killed} died" in message and "WorkerLostError" in message, message
+    assert f"pid {replacement}" not in message
+
+
 def test_worker_killed_mid_step_is_detected_and_the_op_retry_policy_applies(
     env, start_worker, instance, broker, tmp_path
 ) -> None:
