@@ -7,6 +7,10 @@ ACTOR_TAG = "alphaswarm/actor"
 REQUEST_ID_TAG = "alphaswarm/request_id"
 SESSION_ID_TAG = "alphaswarm/session_id"
 
+RUN_WORKER_PID_TAG = "alphaswarm/run_worker_pid"
+RUN_WORKER_HOST_TAG = "alphaswarm/run_worker_host"
+"""Set by the ForkserverRunLauncher on the runs it starts: the run worker process."""
+
 WORKLOAD_KINDS = ("ingestion", "workflow", "paper", "hft", "terraform", "other")
 
 

@@ -50,6 +50,12 @@ def started_by(client: redis.Redis, task_id: str) -> list[str]:
     return [raw.decode() for raw in client.lrange(starts_key(task_id), 0, -1)]
 
 
+def run_tasks_key(run_id: str) -> str:
+    """Hash step key -> Celery task id of a run's latest submission of each step, written
+    before the task is sent: a resumed run loop finds every task that may have been sent."""
+    return f"alphaswarm:run:{run_id}:tasks"
+
+
 def abandoned_key(task_id: str) -> str:
     return f"alphaswarm:step:{task_id}:abandoned"
 

@@ -14,6 +14,7 @@ batched MGET per second backs it up, together with the heartbeat check). It also
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
@@ -24,7 +25,8 @@ from typing import Any
 import dagster as dg
 from billiard.exceptions import WorkerLostError
 from celery import Celery, states
-from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.active import ActiveExecution
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
@@ -41,6 +43,10 @@ from dagster_shared.serdes import deserialize_value
 from alphaswarm_orch.execution import liveness
 from alphaswarm_orch.execution.priority import dagster_priority, redis_priority
 from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
+from alphaswarm_orch.tags import RUN_WORKER_PID_TAG
+
+TASK_ID_METADATA = "celery_task_id"
+"""Metadata key of a step's submission event: the task a resumed run loop re-attaches to."""
 
 SWEEP_SECONDS = 1.0
 """Batched result + heartbeat lookup, and the run-status check for termination."""
@@ -166,6 +172,8 @@ def celery_execution_loop(
                 instance_concurrency_context=slots,
             ) as active,
         ):
+            if job_context.resume_from_failure:
+                yield from run.resume(active)
             yield from run.drive(active)
     finally:
         run.watcher.close()
@@ -199,9 +207,10 @@ class _Run:
         while (not active.is_complete and not self.stopping) or self.flights:
             now = time.monotonic()
             sweeping = now >= next_sweep
-            if not self.stopping and (
-                active.check_for_interrupts() or (sweeping and self._cancel_requested())
-            ):
+            interrupted = not self.stopping and active.check_for_interrupts()
+            if interrupted and self._detaches():
+                yield from self._detach()
+            if not self.stopping and (interrupted or (sweeping and self._cancel_requested())):
                 yield from self._stop(active)
                 stop_deadline = now + STOP_TIMEOUT_SECONDS
             if now > stop_deadline:
@@ -223,6 +232,131 @@ class _Run:
                     yield from self._submit(active, step)
             if (not active.is_complete and not self.stopping) or self.flights:
                 self.watcher.wait(min(IDLE_WAIT_SECONDS, max(0.0, next_sweep - time.monotonic())))
+
+    def _detaches(self) -> bool:
+        """Whether an interrupt of this process leaves the run to be resumed, not terminated.
+
+        A terminate marks the run CANCELING before it interrupts the run worker. An interrupt
+        without it (SIGTERM when the daemon's host or container stops) ends only this
+        process: the steps go on on their workers and run monitoring resumes the run with a
+        new run worker, which re-attaches to them. Only for runs this process was launched
+        for (run tag) that Dagster will resume (run monitoring on, resumes left).
+        """
+        if self.run_tags.get(RUN_WORKER_PID_TAG) != str(os.getpid()):
+            return False
+        if self._cancel_requested():
+            return False
+        return self.context.instance.run_will_resume(self.context.run_id)
+
+    def _detach(self) -> Iterator[DagsterEvent]:
+        steps = sorted(self.flights)
+        yield DagsterEvent.engine_event(
+            self.context,
+            f"Run worker {os.getpid()} was stopped without a terminate request (its host or "
+            f"container is stopping): steps {steps} go on on their Celery workers, and run "
+            "monitoring resumes the run with a new run worker that re-attaches to them.",
+            EngineEventData(),
+        )
+        raise DagsterExecutionInterruptedError(
+            "Run worker stopped; the run will be resumed by run monitoring."
+        )
+
+    def resume(self, active: ActiveExecution) -> Iterator[DagsterEvent]:
+        """Rebuild the run's state from its event log and re-attach to its steps in flight.
+
+        Steps the previous run worker submitted are not sent again: the loop subscribes to the
+        task it recorded (submission event, or the run's task hash in Redis for a task sent
+        just before that worker died) and, as for any step, acts on its result, heartbeat or
+        redelivery. A step that was never sent is submitted now.
+        """
+        instance = self.context.instance
+        events = [
+            record.dagster_event
+            for record in instance.all_logs(self.context.run_id)
+            if record.dagster_event is not None
+        ]
+        yield DagsterEvent.engine_event(
+            self.context,
+            "Resuming the run: re-attaching to its steps on the Celery workers.",
+            EngineEventData(),
+        )
+        for event in events:
+            if event.step_key is not None and event.event_type != DagsterEventType.ENGINE_EVENT:
+                yield event  # the run's outcome counts the steps that failed before
+        possibly_in_flight = active.rebuild_from_events(events)
+        recorded, executing = _submissions(events)
+        client = self.watcher.client
+        hashed = {
+            k.decode(): v.decode()
+            for k, v in client.hgetall(liveness.run_tasks_key(self.context.run_id)).items()
+        }
+        now = time.monotonic()
+        for step in possibly_in_flight:
+            yield from self._reattach(
+                active,
+                step,
+                recorded.get(step.key),
+                hashed.get(step.key),
+                executing.get(step.key),
+                now,
+            )
+
+    def _reattach(
+        self,
+        active: ActiveExecution,
+        step: ExecutionStep,
+        recorded: str | None,
+        hashed: str | None,
+        executing: str | None,
+        now: float,
+    ) -> Iterator[DagsterEvent]:
+        client = self.watcher.client
+        candidates = [t for t in dict.fromkeys([hashed, recorded]) if t is not None]
+        state = {}
+        for task_id in candidates:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.get(self.watcher.channel(task_id))
+                pipe.get(liveness.heartbeat_key(task_id))
+                result, beat = pipe.execute()
+            state[task_id] = (result, beat)
+        alive = [t for t in candidates if state[t][0] is not None or state[t][1] is not None]
+        # A task with a result or a heartbeat was sent; one with a submission event was sent
+        # (the event is written after sending); one only in the hash may never have been.
+        task_id = alive[0] if alive else recorded
+        for other in candidates:
+            if other != task_id:
+                liveness.abandon(client, other)  # if it was sent after all, it is skipped
+        step_context = self.context.for_step(step)
+        if task_id is None:
+            yield DagsterEvent.engine_event(
+                step_context,
+                f'Step "{step.key}" has no task that was surely sent: submitting it.',
+                EngineEventData(),
+            )
+            yield from self._submit(active, step)
+            return
+        queue = step.tags.get(QUEUE_TAG, DEFAULT_QUEUE)
+        flight = InFlight(step.key, task_id, self.watcher.channel(task_id), queue)
+        self.watcher.watch(flight)
+        self.flights[step.key] = flight
+        result, beat = state.get(task_id, (None, None))
+        if beat is not None:
+            flight.worker = beat.decode()
+            where = f"running on {flight.worker}"
+        elif result is not None:
+            where = "finished; its result is read now"
+        elif executing is not None:
+            # It started while the previous run worker watched, and beats no longer: its
+            # worker died too, unless Celery sends it again within the grace period.
+            flight.worker, flight.lost_since = f"{executing} (last seen)", now
+            where = f"started on {executing}, no heartbeat now"
+        else:
+            where = f'waiting in queue "{queue}"'
+        yield DagsterEvent.engine_event(
+            step_context,
+            f'Re-attached to step "{step.key}" (Celery task {task_id}): {where}.',
+            EngineEventData(),
+        )
 
     def _cancel_requested(self) -> bool:
         current = self.context.instance.get_run_by_id(self.context.run_id)
@@ -257,6 +391,11 @@ class _Run:
         )
         self.watcher.watch(flight)
         self.flights[step.key] = flight
+        tasks = liveness.run_tasks_key(self.context.run_id)
+        with self.watcher.client.pipeline(transaction=False) as pipe:
+            pipe.hset(tasks, step.key, task_id)
+            pipe.expire(tasks, liveness.MARK_TTL_SECONDS)
+            pipe.execute()
         self.app.send_task(
             TASK_EXECUTE_PLAN_NAME,
             kwargs={
@@ -272,7 +411,10 @@ class _Run:
         yield DagsterEvent.engine_event(
             self.context.for_step(step),
             f'Submitted celery task for step "{step.key}" to queue "{queue}".',
-            EngineEventData(marker_start=DELEGATE_MARKER),
+            EngineEventData(
+                metadata={TASK_ID_METADATA: dg.MetadataValue.text(task_id)},
+                marker_start=DELEGATE_MARKER,
+            ),
         )
 
     def _settle(
@@ -391,6 +533,23 @@ class _Run:
     def _drop(self, flight: InFlight) -> None:
         self.flights.pop(flight.step_key, None)
         self.watcher.forget(flight)
+
+
+def _submissions(events: list[DagsterEvent]) -> tuple[dict[str, str], dict[str, str]]:
+    """From a run's events: step -> task id of its latest submission, and step -> the Celery
+    worker that started that submission (its "Executing step" event), if one did."""
+    recorded: dict[str, str] = {}
+    executing: dict[str, str] = {}
+    for event in events:
+        if event.event_type != DagsterEventType.ENGINE_EVENT or event.step_key is None:
+            continue
+        metadata = event.engine_event_data.metadata or {}
+        if TASK_ID_METADATA in metadata:
+            recorded[event.step_key] = str(metadata[TASK_ID_METADATA].value)
+            executing.pop(event.step_key, None)
+        elif "Celery worker" in metadata:
+            executing[event.step_key] = str(metadata["Celery worker"].value)
+    return recorded, executing
 
 
 def _reason(exc: Any) -> str:

@@ -36,16 +36,17 @@ from typing import Any, Self
 import redis
 from dagster import DagsterRun, Field
 from dagster._core.errors import DagsterInvariantViolationError, DagsterLaunchFailedError
-from dagster._core.launcher import LaunchRunContext, RunLauncher
+from dagster._core.launcher import LaunchRunContext, ResumeRunContext, RunLauncher
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
 from alphaswarm_orch.execution import liveness
 from alphaswarm_orch.launch.worker import RELEASE, start_run_worker
 from alphaswarm_orch.settings import Settings, redacted
+from alphaswarm_orch.tags import RUN_WORKER_HOST_TAG, RUN_WORKER_PID_TAG
 
-RUN_WORKER_PID_TAG = "alphaswarm/run_worker_pid"
-RUN_WORKER_HOST_TAG = "alphaswarm/run_worker_host"
+__all__ = ["RUN_WORKER_HOST_TAG", "RUN_WORKER_PID_TAG", "ForkserverRunLauncher"]
+
 
 DEFAULT_PRELOAD_MODULES = ("dagster",)
 DEFAULT_START_TIMEOUT_SECONDS = 120.0
@@ -121,12 +122,30 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
         forkserver.ensure_running()
 
     def launch_run(self, context: LaunchRunContext) -> None:
-        run = context.dagster_run
+        self._start(context.dagster_run, resume=False)
+
+    @property
+    def supports_resume_run(self) -> bool:
+        return True
+
+    def resume_run(self, context: ResumeRunContext) -> None:
+        """Run monitoring's answer to a STARTED run whose worker is gone (a daemon rollout
+        took it): a new run worker that resumes the run. Its Celery executor re-attaches to
+        the steps still in flight on the workers (execution/loop.py), so they never stop."""
+        self._start(context.dagster_run, resume=True)
+
+    def _start(self, run: DagsterRun, resume: bool) -> None:
         mp = forkserver_context(self._preload_modules)
         parent, child = mp.Pipe()
         starter = mp.Process(
             target=start_run_worker,
-            args=(run.run_id, serialize_value(self._instance.get_ref()), dict(os.environ), child),
+            args=(
+                run.run_id,
+                serialize_value(self._instance.get_ref()),
+                dict(os.environ),
+                child,
+                resume,
+            ),
             name=f"dagster-run-{run.run_id}",
         )
         try:
