@@ -49,6 +49,7 @@ __all__ = ["RUN_WORKER_HOST_TAG", "RUN_WORKER_PID_TAG", "ForkserverRunLauncher"]
 
 
 DEFAULT_PRELOAD_MODULES = ("dagster",)
+FORKSERVER_EXIT_MODULE = "alphaswarm_orch.launch.forkserver_exit"
 DEFAULT_START_TIMEOUT_SECONDS = 120.0
 
 
@@ -59,8 +60,18 @@ def forkserver_context(preload_modules: Sequence[str]) -> ForkServerContext:
     `warm`), so every launcher of a process must agree on it.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload_modules))
+    context.set_forkserver_preload([FORKSERVER_EXIT_MODULE, *preload_modules])
     return context
+
+
+def stop_forkserver() -> None:
+    """Stop this process's forkserver, if it started one, and wait for it to exit.
+
+    multiprocessing has no public call for it (the forkserver otherwise leaves when this
+    process exits, then lingers; see forkserver_exit.py). `ForkServer._stop` is its own, used
+    by CPython's tests; tests/launch checks it is still there.
+    """
+    forkserver._forkserver._stop()
 
 
 class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
