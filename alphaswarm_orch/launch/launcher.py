@@ -50,6 +50,8 @@ __all__ = ["RUN_WORKER_HOST_TAG", "RUN_WORKER_PID_TAG", "ForkserverRunLauncher"]
 
 DEFAULT_PRELOAD_MODULES = ("dagster",)
 FORKSERVER_EXIT_MODULE = "alphaswarm_orch.launch.forkserver_exit"
+RESUMABLE_EXECUTOR = "alphaswarm_celery"
+"""Runs on this executor are resumed (it re-attaches to its steps); others end FAILURE."""
 DEFAULT_START_TIMEOUT_SECONDS = 120.0
 
 
@@ -143,7 +145,26 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
         """Run monitoring's answer to a STARTED run whose worker is gone (a daemon rollout
         took it): a new run worker that resumes the run. Its Celery executor re-attaches to
         the steps still in flight on the workers (execution/loop.py), so they never stop."""
-        self._start(context.dagster_run, resume=True)
+        run = context.dagster_run
+        executor = self._executor_name(run)
+        if executor != RESUMABLE_EXECUTOR:
+            # Another executor would run the run's steps again from the start: end the run as
+            # run monitoring did before resumption (the step may have had side effects).
+            pid, host = run.tags.get(RUN_WORKER_PID_TAG), run.tags.get(RUN_WORKER_HOST_TAG)
+            self._instance.report_run_failed(
+                run,
+                f"run worker {pid} on {host} exited without finishing the run, and its "
+                f"executor {executor!r} cannot re-attach to running steps: not resumed "
+                f"(only {RESUMABLE_EXECUTOR} runs are).",
+            )
+            return
+        self._start(run, resume=True)
+
+    def _executor_name(self, run: DagsterRun) -> str | None:
+        snapshot_id = run.execution_plan_snapshot_id
+        if snapshot_id is None:
+            return None
+        return self._instance.get_execution_plan_snapshot(snapshot_id).executor_name
 
     def _start(self, run: DagsterRun, resume: bool) -> None:
         mp = forkserver_context(self._preload_modules)

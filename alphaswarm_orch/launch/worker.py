@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing.connection import Connection
 
 import dagster as dg
@@ -37,6 +38,7 @@ def start_run_worker(
     if os.fork():
         conn.close()
         return
+    _detach_from_forkserver(conn.fileno())
     code = 1
     try:
         code = _run_worker(run_id, instance_ref, environ, conn, resume)
@@ -44,6 +46,23 @@ def start_run_worker(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _detach_from_forkserver(keep: int) -> None:
+    """Keep only stdio and the launcher's pipe, and forget the forkserver's state.
+
+    The forkserver hands each child the write end of the pipe whose closing tells it that its
+    launcher exited, and the resource tracker's: a run worker holding them kept both alive,
+    orphaned (parent 1), for as long as it ran. multiprocessing's module state still names
+    those descriptors (private attributes; tests/launch checks them): reset, so that
+    multiprocessing used by the run (e.g. a spawn executor) starts its own tracker instead of
+    writing to a reused descriptor number.
+    """
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    server = forkserver._forkserver
+    server._forkserver_alive_fd = server._forkserver_address = server._forkserver_pid = None
+    resource_tracker._resource_tracker._fd = resource_tracker._resource_tracker._pid = None
 
 
 def _run_worker(
