@@ -14,15 +14,17 @@ batched MGET per second backs it up, together with the heartbeat check). It also
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import redis
 from billiard.exceptions import WorkerLostError
 from celery import Celery, states
 from dagster._core.errors import DagsterExecutionInterruptedError
@@ -40,9 +42,10 @@ from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
 from dagster_celery.core_execution_loop import DELEGATE_MARKER
 from dagster_shared.serdes import deserialize_value
 
-from alphaswarm_orch.execution import liveness
+from alphaswarm_orch.execution import liveness, running
 from alphaswarm_orch.execution.priority import dagster_priority, redis_priority
-from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
+from alphaswarm_orch.execution.redis_queues import queue_length
+from alphaswarm_orch.queues import DEFAULT_QUEUE, LIGHT_QUEUES, QUEUE_TAG
 from alphaswarm_orch.tags import RUN_WORKER_PID_TAG
 
 TASK_ID_METADATA = "celery_task_id"
@@ -53,6 +56,9 @@ SWEEP_SECONDS = 1.0
 
 IDLE_WAIT_SECONDS = 0.25
 """Longest wait for a result notification before re-checking retries and concurrency slots."""
+
+SLOT_WAIT_SECONDS = 10.0
+"""A step not started this long after its submission is reported once as waiting for a slot."""
 
 STOP_TIMEOUT_SECONDS = 60.0
 """After termination, how long running steps get to stop before the loop stops waiting."""
@@ -71,6 +77,8 @@ class InFlight:
     worker: str | None = None
     lost_since: float | None = None
     redeliveries: int = 0
+    submitted_at: float = field(default_factory=time.monotonic)
+    wait_reported: bool = False
 
 
 class ResultWatcher:
@@ -176,7 +184,7 @@ def celery_execution_loop(
                 yield from run.resume(active)
             yield from run.drive(active)
     finally:
-        run.watcher.close()
+        run.close()
 
 
 class _Run:
@@ -197,6 +205,20 @@ class _Run:
         self.executable_dict = job_context.reconstructable_job.to_dict()
         self.instance_ref = job_context.instance.get_ref()
         self.inner_retries = job_context.executor.retries.for_inner_plan()
+        self._broker: redis.Redis | None = None
+
+    def broker(self) -> redis.Redis:
+        """The broker's Redis (queue lists, running lists), connected when first needed."""
+        if self._broker is None:
+            self._broker = redis.Redis.from_url(
+                self.app.conf.broker_url, socket_timeout=5, socket_connect_timeout=5
+            )
+        return self._broker
+
+    def close(self) -> None:
+        self.watcher.close()
+        if self._broker is not None:
+            self._broker.close()
 
     def priority(self, step: ExecutionStep) -> int:
         return dagster_priority(step.tags, self.run_tags, where=f"step {step.key}")
@@ -455,6 +477,29 @@ class _Run:
             flight.lost_since = flight.lost_since or now
             if now - flight.lost_since >= liveness.LOST_GRACE_SECONDS:
                 yield from self._lost(active, flight)
+        elif not flight.wait_reported and now - flight.submitted_at >= SLOT_WAIT_SECONDS:
+            flight.wait_reported = True
+            yield from self._waiting(flight, now)
+
+    def _waiting(self, flight: InFlight, now: float) -> Iterator[DagsterEvent]:
+        """Say once that a step waits for a worker slot, with its queue's occupancy."""
+        queue = flight.queue
+        try:
+            occupancy = (
+                f"{queue_length(self.broker(), queue)} queued and "
+                f"{running.count(self.broker(), queue)} running steps on the queue"
+            )
+        except redis.RedisError as exc:
+            occupancy = f"occupancy unknown ({exc})"
+        table = LIGHT_QUEUES.get(queue)
+        slots = f"; each of its workers runs {table.concurrency}" if table else ""
+        yield DagsterEvent.engine_event(
+            self.context.for_step(self.plan.get_step_by_key(flight.step_key)),
+            f'Step "{flight.step_key}" has waited {now - flight.submitted_at:.0f}s for a '
+            f'worker slot on queue "{queue}": {occupancy}{slots}. It starts when a slot '
+            "frees or the queue's autoscaler adds a worker.",
+            EngineEventData(),
+        )
 
     def _dead_process(self, flight: InFlight) -> str:
         """The process whose start the n-th RETRY ended: the n-th that started the step (by
@@ -497,6 +542,8 @@ class _Run:
         """The worker running this step died as a whole (no heartbeat, no redelivery)."""
         liveness.abandon(self.watcher.client, flight.task_id)
         self.app.control.revoke(flight.task_id)
+        with contextlib.suppress(redis.RedisError):  # else pruned by a metrics scrape
+            running.finished(self.broker(), flight.queue, flight.task_id)
         message = (
             f'Step "{flight.step_key}" lost its worker {flight.worker}: no heartbeat for '
             f"{liveness.HEARTBEAT_TTL_SECONDS + liveness.LOST_GRACE_SECONDS:.0f}s and no "
