@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -24,11 +25,21 @@ import dagster as dg
 import redis
 
 from alphaswarm_orch.tags import RUN_WORKER_PID_TAG
-from tests.execution import jobs
 from tests.support.ops import descendants
 from tests.support.runs import REPO, wait_for
 
 DAEMON = [sys.executable, "-m", "alphaswarm_orch.cli", "daemon", "-m", "tests.execution.jobs"]
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "dagster",
+    "job",
+    "launch",
+    "-m",
+    "tests.execution.jobs",
+    "-j",
+    "held_job",
+]
 GRACE_SECONDS = 10.0
 MODES = ("sigterm", "sigkill", "sigterm-daemon")
 """sigterm: SIGTERM to the daemon and the run worker, SIGKILL to the rest after the grace;
@@ -44,6 +55,8 @@ class Rollouts:
     progress: list[float]
     restarts: list[float] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    stopped: bool = False
+    """The step never progressed again after a rollout (within the timeout)."""
 
     @property
     def longest_gap(self) -> float:
@@ -92,55 +105,83 @@ def _reattached(instance: dg.DagsterInstance, run_id: str) -> int:
 
 
 def run_rollouts(
-    env: dict[str, str], instance: dg.DagsterInstance, restarts: int = 3, timeout: float = 180
+    env: dict[str, str],
+    instance: dg.DagsterInstance,
+    restarts: int = 3,
+    timeout: float = 180,
+    expect_resume: bool = True,
 ) -> Rollouts:
     """Launch held_job through a daemon, do `restarts` rollouts while its step runs, release
-    the step, and return what happened. Needs a `default` worker running."""
+    the step, and return what happened. Needs a `default` worker running.
+
+    With `expect_resume` each rollout waits until a new run worker re-attached to the step;
+    without (the behaviour before resumption, for the benchmark) until the step progresses
+    again, and stops at the first rollout after which it does not within `timeout`.
+    """
     client = redis.Redis.from_url(env["ALPHASWARM_BROKER_URL"], decode_responses=True)
     token = uuid.uuid4().hex
     keys = {k: f"rollout:{token}:{k}" for k in ("report_key", "release_key", "progress_key")}
     logs: list[str] = []
-    run_id = None
+    run_id = str(uuid.uuid4())
     daemon = start_daemon(env, logs)
     try:
-        origin = dg.reconstructable(jobs.held_job).get_python_origin()
-        run = instance.create_run_for_job(
-            job_def=jobs.held_job,
-            run_config={"ops": {"held": {"config": keys}}},
-            job_code_origin=origin,
+        # Through the run queue, with the code location's origin, as the UI or a sensor does:
+        # the daemon launches it, and run retries (the behaviour before resumption) work.
+        config = json.dumps({"ops": {"held": {"config": keys}}})
+        subprocess.run(
+            [*LAUNCH, "--run-id", run_id, "--config-json", config],
+            env=env,
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            timeout=timeout,
         )
-        run_id = run.run_id
-        # Launched from this process (a run created here has no remote origin for the queue);
-        # every resume is the daemon's.
-        instance.launch_run(run_id, workspace=None)  # type: ignore[arg-type]
         wait_for(lambda: client.llen(keys["progress_key"]) > 5, timeout, "the step to progress")
-        times = []
+        times: list[float] = []
+        stopped = False
         for i in range(restarts):
-            pid = _pid(instance, run.run_id)
+            pid = _pid(instance, run_id)
             times.append(time.time())
             container_stop(daemon, pid, MODES[i % len(MODES)])
             daemon = start_daemon(env, logs)
-            wait_for(
-                lambda n=i + 1: _reattached(instance, run_id) >= n,
-                timeout,
-                f"rollout {i + 1}: a new run worker re-attached to the step",
-                interval=0.2,
-            )
+            if expect_resume:
+                wait_for(
+                    lambda n=i + 1: _reattached(instance, run_id) >= n,
+                    timeout,
+                    f"rollout {i + 1}: a new run worker re-attached to the step",
+                    interval=0.2,
+                )
+                continue
+            try:  # before: the run fails, then run retries re-execute the step (or not)
+                wait_for(
+                    lambda n=i + 2: _starts(client, keys["report_key"]) >= n,
+                    timeout,
+                    f"rollout {i + 1}: the step started again",
+                    interval=0.2,
+                )
+            except AssertionError:
+                stopped = True
+                break
         client.set(keys["release_key"], "1")
-        finished = wait_for(
-            lambda: (r := instance.get_run_by_id(run.run_id)) is not None and r.is_finished and r,
+        wait_for(
+            lambda: all(r.is_finished for r in instance.get_runs()),
             timeout,
-            "the run to finish",
+            "the run (and any retry of it) to finish",
         )
-        progress = [float(t) for t in client.lrange(keys["progress_key"], 0, -1)]
+        finished = instance.get_run_by_id(run_id)
         return Rollouts(
-            run.run_id,
+            run_id,
             finished.status,
             client.lrange(keys["report_key"], 0, -1),
-            progress,
+            [float(t) for t in client.lrange(keys["progress_key"], 0, -1)],
             times,
             logs,
+            stopped,
         )
     finally:
-        container_stop(daemon, _pid(instance, run_id) if run_id else None, "sigkill")
+        container_stop(daemon, _pid(instance, run_id), "sigkill")
         client.close()
+
+
+def _starts(client: redis.Redis, key: str) -> int:
+    return sum(r.startswith("started held") for r in client.lrange(key, 0, -1))
