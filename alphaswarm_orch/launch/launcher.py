@@ -238,8 +238,8 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=pid)
         return CheckRunHealthResult(
             WorkerStatus.FAILED,
-            f"run worker {pid} on {host} exited without finishing the run (killed, e.g. "
-            "out of memory?)",
+            f"run worker {pid} on {host} exited without finishing the run (stopped with a "
+            "previous daemon, or killed, e.g. out of memory)",
             run_worker_id=pid,
         )
 

@@ -55,8 +55,12 @@ class Rollouts:
     progress: list[float]
     restarts: list[float] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
-    stopped: bool = False
-    """The step never progressed again after a rollout (within the timeout)."""
+    stopped_at: int | None = None
+    """The rollout (1-based) after which the step never started again (within the timeout)."""
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_at is not None
 
     @property
     def longest_gap(self) -> float:
@@ -138,7 +142,7 @@ def run_rollouts(
         )
         wait_for(lambda: client.llen(keys["progress_key"]) > 5, timeout, "the step to progress")
         times: list[float] = []
-        stopped = False
+        stopped_at = None
         for i in range(restarts):
             pid = _pid(instance, run_id)
             times.append(time.time())
@@ -160,7 +164,7 @@ def run_rollouts(
                     interval=0.2,
                 )
             except AssertionError:
-                stopped = True
+                stopped_at = i + 1
                 break
         client.set(keys["release_key"], "1")
         wait_for(
@@ -176,7 +180,7 @@ def run_rollouts(
             [float(t) for t in client.lrange(keys["progress_key"], 0, -1)],
             times,
             logs,
-            stopped,
+            stopped_at,
         )
     finally:
         container_stop(daemon, _pid(instance, run_id), "sigkill")
