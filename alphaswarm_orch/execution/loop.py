@@ -294,7 +294,8 @@ class _Run:
         instance = self.context.instance
         events = [
             record.dagster_event
-            for record in instance.all_logs(self.context.run_id)
+            # Dagster events only: a session's own log lines (hours of them) are not read.
+            for record in instance.all_logs(self.context.run_id, of_type=set(DagsterEventType))
             if record.dagster_event is not None
         ]
         yield DagsterEvent.engine_event(

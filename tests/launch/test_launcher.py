@@ -112,7 +112,7 @@ def test_run_monitoring_fails_a_run_whose_worker_died(
 ) -> None:
     home = Path(orch_env["DAGSTER_HOME"]) / "dagster.yaml"
     config = yaml.safe_load(home.read_text())
-    config["run_monitoring"]["poll_interval_seconds"] = 1  # 30 s in the repo's dagster.yaml
+    config["run_monitoring"]["poll_interval_seconds"] = 1  # 5 s in the repo's dagster.yaml
     home.write_text(yaml.safe_dump(config))
     run_id = launch(instance, jobs.launch_wait_job)
     wait_for(
