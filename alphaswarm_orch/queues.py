@@ -26,10 +26,19 @@ class LightQueue:
     notes: str = ""
     prod_min_replicas: int = 0
     pinned_node_pool: str | None = None
+    max_replicas: int = 10
 
     @property
     def min_replicas(self) -> int:
         return 0 if self.scale_to_zero else 1
+
+    @property
+    def slots(self) -> int:
+        """Steps the queue's pool runs at once at its largest: what the run coordinator admits
+        for a workload of one long step per run (sessions), so that a run it starts always
+        finds a slot once KEDA has scaled out (dagster.yaml tag_concurrency_limits; a test
+        checks they agree)."""
+        return self.concurrency * self.max_replicas
 
 
 LIGHT_QUEUES: Mapping[str, LightQueue] = {
@@ -49,6 +58,7 @@ LIGHT_QUEUES: Mapping[str, LightQueue] = {
             scale_to_zero=False,
             concurrency=4,
             notes="sub-second tick latency",
+            max_replicas=5,
         ),
         LightQueue("terraform", "TerraformRuntime plan/apply", scale_to_zero=True, concurrency=4),
         LightQueue(
@@ -72,6 +82,7 @@ LIGHT_QUEUES: Mapping[str, LightQueue] = {
             concurrency=1,
             notes="pinned to hft nodes",
             pinned_node_pool="hft",
+            max_replicas=4,
         ),
     )
 }
@@ -85,6 +96,11 @@ DEFAULT_QUEUE = "default"
 
 class QueueError(ValueError):
     """A queue name that this code location may not use."""
+
+
+SESSION_QUEUES = ("paper", "hft")
+"""Queues whose runs are one session step each: the run coordinator's limit for their
+workload (tag alphaswarm/workload) is the queue's `slots`."""
 
 
 def check_light_queue(queue: str, *, where: str = "") -> LightQueue:

@@ -11,6 +11,10 @@ SESSION_ID_TAG = "alphaswarm/session_id"
 CLI_INVOCATION_TAG = "alphaswarm/cli_invocation"
 """Set by `alphaswarm-orch run` to find the run it started."""
 
+RUN_WORKER_PID_TAG = "alphaswarm/run_worker_pid"
+RUN_WORKER_HOST_TAG = "alphaswarm/run_worker_host"
+"""Set by the ForkserverRunLauncher on the runs it starts: the run worker process."""
+
 WORKLOAD_KINDS = ("ingestion", "workflow", "paper", "hft", "terraform", "other")
 
 

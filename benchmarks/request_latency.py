@@ -111,6 +111,8 @@ def stock_instance_yaml() -> str:
     """The repo's dagster.yaml with Dagster's defaults for what this benchmark compares."""
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
     config["run_launcher"] = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+    # DefaultRunLauncher cannot resume runs: Dagster refuses resume attempts with it.
+    config["run_monitoring"]["max_resume_run_attempts"] = 0
     del config["run_coordinator"]["config"]["dequeue_interval_seconds"]
     del config["sensors"]
     return yaml.safe_dump(config, sort_keys=False)

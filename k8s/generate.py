@@ -21,6 +21,7 @@ from kombu.transport.redis import PRIORITY_STEPS
 
 from alphaswarm_orch.execution.celery_config import celery_config
 from alphaswarm_orch.execution.redis_queues import queue_keys
+from alphaswarm_orch.execution.running import running_key
 from alphaswarm_orch.queues import LIGHT_QUEUES, LightQueue
 from alphaswarm_orch.settings import DEFAULT_METRICS_PORT, Settings
 
@@ -46,9 +47,6 @@ DAGSTER_HOME = "/opt/dagster/home"
 INSTANCE_CONFIG_MAP = "alphaswarm-dagster-instance"
 BROKER_DB_INDEX = "0"
 TERMINATION_GRACE_SECONDS = 600
-MAX_REPLICAS = 10
-LIST_LENGTH_PER_REPLICA = 5
-"""KEDA adds a replica per this many queued messages (summed over the priority lists)."""
 
 LIGHT_RESOURCES = {
     "requests": {"cpu": "250m", "memory": "512Mi"},
@@ -224,20 +222,31 @@ def pod_disruption_budget(name: str, selector: dict[str, str]) -> dict[str, Any]
 
 
 def scaled_object(queue: LightQueue) -> dict[str, Any]:
-    """KEDA owns the HPA for the worker; one Redis list trigger per priority list, summed."""
+    """KEDA owns the HPA for the worker: replicas = ceil((queued + running) / concurrency).
+
+    One Redis list trigger per priority list of the queue (queued messages) and one for the
+    queue's running-step list (execution/running.py), summed by the formula; the target per
+    replica is the worker's concurrency, as Airflow's chart scales Celery workers. Running
+    sessions count, so a busy pool is not scaled in and one whose slots all hold sessions
+    scales out for the next.
+    """
     steps = priority_steps()
+    lists = [
+        (f"p{step}", name) for step, name in zip(steps, queue_keys(queue.name, steps), strict=True)
+    ]
+    lists.append(("running", running_key(queue.name)))
     triggers = [
         {
             "type": "redis",
-            "name": f"p{step}",
+            "name": name,
             "metadata": {
                 "listName": list_name,
-                "listLength": str(LIST_LENGTH_PER_REPLICA),
+                "listLength": str(queue.concurrency),
                 "databaseIndex": BROKER_DB_INDEX,
             },
             "authenticationRef": {"name": KEDA_AUTH_NAME},
         }
-        for step, list_name in zip(steps, queue_keys(queue.name, steps), strict=True)
+        for name, list_name in lists
     ]
     return {
         "apiVersion": "keda.sh/v1alpha1",
@@ -250,14 +259,14 @@ def scaled_object(queue: LightQueue) -> dict[str, Any]:
                 "name": worker_name(queue),
             },
             "minReplicaCount": queue.min_replicas,
-            "maxReplicaCount": MAX_REPLICAS,
+            "maxReplicaCount": queue.max_replicas,
             "pollingInterval": 15,
             # Long enough that a worker is not removed between bursts of a workflow.
             "cooldownPeriod": 300,
             "advanced": {
                 "scalingModifiers": {
                     "formula": " + ".join(t["name"] for t in triggers),
-                    "target": str(LIST_LENGTH_PER_REPLICA),
+                    "target": str(queue.concurrency),
                     "activationTarget": "0",
                     "metricType": "AverageValue",
                 }

@@ -1,15 +1,20 @@
+from pathlib import Path
+
 import pytest
+import yaml
 
 from alphaswarm_orch.queues import (
     HEAVY_QUEUES,
     LIGHT_QUEUES,
     QUEUE_TAG,
+    SESSION_QUEUES,
     QueueError,
     check_heavy_queue,
     parse_queue_list,
     queue_tags,
     worker_concurrency,
 )
+from alphaswarm_orch.tags import WORKLOAD_TAG
 
 
 def test_table_matches_design() -> None:
@@ -68,3 +73,19 @@ def test_worker_concurrency_from_table_and_hft_pinned_to_one() -> None:
         worker_concurrency(["hft"], 2)
     with pytest.raises(QueueError, match="at least 1"):
         worker_concurrency(["default"], 0)
+
+
+def test_run_coordinator_limits_for_sessions_are_the_pools_slots() -> None:
+    """dagster.yaml admits as many paper/hft runs as their pools run at their largest
+    (concurrency x max replicas): a run beyond that waits QUEUED in the run queue, visible,
+    instead of STARTED with no step."""
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    limits = {
+        entry["value"]: entry["limit"]
+        for entry in config["run_coordinator"]["config"]["tag_concurrency_limits"]
+        if entry["key"] == WORKLOAD_TAG
+    }
+    assert {q: limits[q] for q in SESSION_QUEUES} == {
+        q: LIGHT_QUEUES[q].slots for q in SESSION_QUEUES
+    }
+    assert LIGHT_QUEUES["hft"].slots == LIGHT_QUEUES["hft"].max_replicas  # one per hft worker

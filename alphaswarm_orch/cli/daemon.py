@@ -16,6 +16,7 @@ from dagster._daemon.cli import run_command
 
 from alphaswarm_orch.cli.errors import user_errors
 from alphaswarm_orch.launch import ForkserverRunLauncher
+from alphaswarm_orch.launch.launcher import stop_forkserver
 from alphaswarm_orch.settings import Settings
 
 
@@ -30,9 +31,14 @@ def daemon_command(dagster_args: tuple[str, ...]) -> None:
     with user_errors():
         settings = Settings.from_env()
     sensor.MIN_INTERVAL_LOOP_TIME = settings.sensor_loop_seconds
-    if os.environ.get("DAGSTER_HOME"):
-        # The first run launched after a deploy should not wait for the forkserver's imports.
-        with dg.DagsterInstance.get() as instance:
-            if isinstance(instance.run_launcher, ForkserverRunLauncher):
-                instance.run_launcher.warm()
-    run_command.main(args=list(dagster_args), prog_name="alphaswarm-orch daemon")
+    try:
+        if os.environ.get("DAGSTER_HOME"):
+            # The first run launched after a deploy should not wait for the forkserver's imports.
+            with dg.DagsterInstance.get() as instance:
+                if isinstance(instance.run_launcher, ForkserverRunLauncher):
+                    instance.run_launcher.warm()
+        run_command.main(args=list(dagster_args), prog_name="alphaswarm-orch daemon")
+    finally:
+        # The launcher's forkserver goes with the daemon (run workers are not its children
+        # and go on: run monitoring of the next daemon resumes their runs if they die).
+        stop_forkserver()

@@ -30,7 +30,7 @@ from typing import Any
 import redis
 from celery.app.events import Events
 from celery.events.dispatcher import EventDispatcher
-from celery.signals import after_task_publish, task_postrun, task_received
+from celery.signals import after_task_publish, task_postrun, task_prerun, task_received
 from celery.utils.nodenames import nodesplit
 from celery.worker import state as worker_state
 from kombu.transport.redis import PRIORITY_STEPS, Channel
@@ -45,6 +45,7 @@ from alphaswarm_orch.control.keys import (
     queue_kill_switch_key,
 )
 from alphaswarm_orch.control.kill_switch import read_states
+from alphaswarm_orch.execution import running
 from alphaswarm_orch.execution.celery_config import SENT_AT_HEADER
 from alphaswarm_orch.execution.redis_queues import queue_keys
 from alphaswarm_orch.settings import Settings
@@ -263,15 +264,50 @@ def _exception_class(fields: dict[str, Any]) -> str:
     return head if head.isidentifier() else "UnknownException"
 
 
+_running_clients: dict[int, redis.Redis] = {}
+
+
+def _running_client() -> redis.Redis:
+    """This pool process's client for the running lists (the broker's Redis, where KEDA
+    reads queue lengths too)."""
+    pid = os.getpid()
+    if pid not in _running_clients:
+        url = Settings.from_env().require_broker("running-step lists")
+        _running_clients[pid] = redis.Redis.from_url(
+            url, socket_timeout=1, socket_connect_timeout=1
+        )
+    return _running_clients[pid]
+
+
+def _track_running(task: Any, task_id: str | None, start: bool) -> None:
+    """In the child: a step task enters or leaves its queue's running list (execution/running)."""
+    if task is None or task.name != STEP_TASK_NAME or not task_id:
+        return
+    queue = _queue_of(getattr(task.request, "delivery_info", None))
+    try:
+        if start:
+            running.started(_running_client(), queue, task_id)
+        else:
+            running.finished(_running_client(), queue, task_id)
+    except redis.RedisError as exc:  # counted for scaling only; pruned if left behind
+        log.warning("running list of queue %s not updated: %s", queue, exc)
+
+
+def _on_task_prerun(sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any):
+    _track_running(task, task_id, start=True)
+
+
 def _on_task_postrun(
     sender: Any = None,
     task: Any = None,
     retval: Any = None,
     args: Any = None,
     kwargs: Any = None,
+    task_id: str | None = None,
     **_: Any,
 ) -> None:
-    """In the child: count the Dagster step outcomes a step task returned."""
+    """In the child: leave the running list; count the Dagster step outcomes returned."""
+    _track_running(task, task_id, start=False)
     events = retval.get("events") if isinstance(retval, dict) else retval
     if task is None or task.name != STEP_TASK_NAME or not isinstance(events, list):
         return
@@ -306,6 +342,7 @@ def connect_task_signals() -> None:
     after_task_publish.connect(_on_task_published, weak=False, dispatch_uid="alphaswarm-metrics-tx")
     task_received.connect(_on_task_received, weak=False, dispatch_uid="alphaswarm-metrics-rx")
     task_postrun.connect(_on_task_postrun, weak=False, dispatch_uid="alphaswarm-metrics-step")
+    task_prerun.connect(_on_task_prerun, weak=False, dispatch_uid="alphaswarm-metrics-running")
 
 
 def queue_lengths(
@@ -393,6 +430,7 @@ class WorkerCollector(Collector):
         try:
             lengths = queue_lengths(self.broker, self.queues, self.transport_options)
             unacked = unacked_by_queue(self.broker, self.transport_options)
+            runs = {queue: running.prune(self.broker, queue) for queue in self.queues}
         except redis.RedisError as exc:
             log.warning("metrics: broker unreadable: %s", exc)
             sources.add_metric(["broker"], 0)
@@ -408,11 +446,18 @@ class WorkerCollector(Collector):
             "Messages delivered to a worker and not yet acknowledged, per queue.",
             labels=["queue_name"],
         )
+        steps = GaugeMetricFamily(
+            "alphaswarm_queue_running",
+            "Step tasks running on the queue's workers (what KEDA adds to the queue length).",
+            labels=["queue_name"],
+        )
         for queue in self.queues:
             length.add_metric([queue], lengths[queue])
             inflight.add_metric([queue], unacked.get(queue, 0))
+            steps.add_metric([queue], runs[queue])
         yield length
         yield inflight
+        yield steps
 
     def _control_series(self, sources: GaugeMetricFamily) -> Iterator[Metric]:
         scopes = {"global": self.settings.kill_switch_key}

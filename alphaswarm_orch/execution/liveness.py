@@ -41,6 +41,21 @@ def heartbeat_key(task_id: str) -> str:
     return f"alphaswarm:step:{task_id}:heartbeat"
 
 
+def starts_key(task_id: str) -> str:
+    """List of the processes that started the step, in order (one more per redelivery)."""
+    return f"alphaswarm:step:{task_id}:starts"
+
+
+def started_by(client: redis.Redis, task_id: str) -> list[str]:
+    return [raw.decode() for raw in client.lrange(starts_key(task_id), 0, -1)]
+
+
+def run_tasks_key(run_id: str) -> str:
+    """Hash step key -> Celery task id of a run's latest submission of each step, written
+    before the task is sent: a resumed run loop finds every task that may have been sent."""
+    return f"alphaswarm:run:{run_id}:tasks"
+
+
 def abandoned_key(task_id: str) -> str:
     return f"alphaswarm:step:{task_id}:abandoned"
 
@@ -91,6 +106,7 @@ class StepWatch:
     ) -> None:
         self._client = client
         self._heartbeat = heartbeat_key(task_id)
+        self._starts = starts_key(task_id)
         self._cancel = cancel_key(run_id)
         self._identity = identity
         self._on_cancel = on_cancel
@@ -104,6 +120,13 @@ class StepWatch:
         self._run_ended = run_ended
 
     def __enter__(self) -> StepWatch:
+        try:
+            with self._client.pipeline() as pipe:
+                pipe.rpush(self._starts, self._identity)
+                pipe.expire(self._starts, MARK_TTL_SECONDS)
+                pipe.execute()
+        except redis.RedisError:
+            pass  # only names a dead process in the run's events
         self._beat()
         self._thread.start()
         return self

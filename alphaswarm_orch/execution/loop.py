@@ -14,17 +14,21 @@ batched MGET per second backs it up, together with the heartbeat check). It also
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import redis
 from billiard.exceptions import WorkerLostError
 from celery import Celery, states
-from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.active import ActiveExecution
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
@@ -38,15 +42,23 @@ from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
 from dagster_celery.core_execution_loop import DELEGATE_MARKER
 from dagster_shared.serdes import deserialize_value
 
-from alphaswarm_orch.execution import liveness
+from alphaswarm_orch.execution import liveness, running
 from alphaswarm_orch.execution.priority import dagster_priority, redis_priority
-from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
+from alphaswarm_orch.execution.redis_queues import queue_length
+from alphaswarm_orch.queues import DEFAULT_QUEUE, LIGHT_QUEUES, QUEUE_TAG
+from alphaswarm_orch.tags import RUN_WORKER_PID_TAG
+
+TASK_ID_METADATA = "celery_task_id"
+"""Metadata key of a step's submission event: the task a resumed run loop re-attaches to."""
 
 SWEEP_SECONDS = 1.0
 """Batched result + heartbeat lookup, and the run-status check for termination."""
 
 IDLE_WAIT_SECONDS = 0.25
 """Longest wait for a result notification before re-checking retries and concurrency slots."""
+
+SLOT_WAIT_SECONDS = 10.0
+"""A step not started this long after its submission is reported once as waiting for a slot."""
 
 STOP_TIMEOUT_SECONDS = 60.0
 """After termination, how long running steps get to stop before the loop stops waiting."""
@@ -64,6 +76,9 @@ class InFlight:
     queue: str
     worker: str | None = None
     lost_since: float | None = None
+    redeliveries: int = 0
+    submitted_at: float = field(default_factory=time.monotonic)
+    wait_reported: bool = False
 
 
 class ResultWatcher:
@@ -80,6 +95,10 @@ class ResultWatcher:
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self._by_channel: dict[bytes, str] = {}
         self._arrived: dict[str, dict[str, Any]] = {}
+        # The last stored value seen per task: the backend keeps a RETRY (pool process lost,
+        # step sent again) stored while the redelivered step runs, and the sweep re-reads it
+        # every second; each stored state is acted on once.
+        self._seen: dict[str, bytes] = {}
 
     def channel(self, task_id: str) -> bytes:
         key = self.backend.get_key_for_task(task_id)
@@ -93,6 +112,7 @@ class ResultWatcher:
     def forget(self, flight: InFlight) -> None:
         self._by_channel.pop(flight.channel, None)
         self._arrived.pop(flight.task_id, None)
+        self._seen.pop(flight.task_id, None)
         self.pubsub.unsubscribe(flight.channel)
 
     def wait(self, timeout: float) -> None:
@@ -110,7 +130,14 @@ class ResultWatcher:
             return
         task_id = self._by_channel.get(message["channel"])
         if task_id is not None:
-            self._arrived[task_id] = self.backend.decode_result(message["data"])
+            self._arrive(task_id, message["data"])
+
+    def _arrive(self, task_id: str, raw: bytes) -> None:
+        """Record a stored state of `task_id` unless it is the one already seen."""
+        if self._seen.get(task_id) == raw:
+            return
+        self._seen[task_id] = raw
+        self._arrived[task_id] = self.backend.decode_result(raw)
 
     def sweep(self, flights: list[InFlight]) -> dict[str, bytes | None]:
         """One round trip: every in-flight result and heartbeat. Returns heartbeats by task."""
@@ -122,7 +149,7 @@ class ResultWatcher:
             results, beats = pipe.execute()
         for flight, raw in zip(flights, results, strict=True):
             if raw is not None:
-                self._arrived[flight.task_id] = self.backend.decode_result(raw)
+                self._arrive(flight.task_id, raw)
         return {f.task_id: beat for f, beat in zip(flights, beats, strict=True)}
 
     def take(self, task_id: str) -> dict[str, Any] | None:
@@ -153,9 +180,11 @@ def celery_execution_loop(
                 instance_concurrency_context=slots,
             ) as active,
         ):
+            if job_context.resume_from_failure:
+                yield from run.resume(active)
             yield from run.drive(active)
     finally:
-        run.watcher.close()
+        run.close()
 
 
 class _Run:
@@ -176,6 +205,20 @@ class _Run:
         self.executable_dict = job_context.reconstructable_job.to_dict()
         self.instance_ref = job_context.instance.get_ref()
         self.inner_retries = job_context.executor.retries.for_inner_plan()
+        self._broker: redis.Redis | None = None
+
+    def broker(self) -> redis.Redis:
+        """The broker's Redis (queue lists, running lists), connected when first needed."""
+        if self._broker is None:
+            self._broker = redis.Redis.from_url(
+                self.app.conf.broker_url, socket_timeout=5, socket_connect_timeout=5
+            )
+        return self._broker
+
+    def close(self) -> None:
+        self.watcher.close()
+        if self._broker is not None:
+            self._broker.close()
 
     def priority(self, step: ExecutionStep) -> int:
         return dagster_priority(step.tags, self.run_tags, where=f"step {step.key}")
@@ -186,9 +229,10 @@ class _Run:
         while (not active.is_complete and not self.stopping) or self.flights:
             now = time.monotonic()
             sweeping = now >= next_sweep
-            if not self.stopping and (
-                active.check_for_interrupts() or (sweeping and self._cancel_requested())
-            ):
+            interrupted = not self.stopping and active.check_for_interrupts()
+            if interrupted and self._detaches():
+                yield from self._detach()
+            if not self.stopping and (interrupted or (sweeping and self._cancel_requested())):
                 yield from self._stop(active)
                 stop_deadline = now + STOP_TIMEOUT_SECONDS
             if now > stop_deadline:
@@ -210,6 +254,132 @@ class _Run:
                     yield from self._submit(active, step)
             if (not active.is_complete and not self.stopping) or self.flights:
                 self.watcher.wait(min(IDLE_WAIT_SECONDS, max(0.0, next_sweep - time.monotonic())))
+
+    def _detaches(self) -> bool:
+        """Whether an interrupt of this process leaves the run to be resumed, not terminated.
+
+        A terminate marks the run CANCELING before it interrupts the run worker. An interrupt
+        without it (SIGTERM when the daemon's host or container stops) ends only this
+        process: the steps go on on their workers and run monitoring resumes the run with a
+        new run worker, which re-attaches to them. Only for runs this process was launched
+        for (run tag) that Dagster will resume (run monitoring on, resumes left).
+        """
+        if self.run_tags.get(RUN_WORKER_PID_TAG) != str(os.getpid()):
+            return False
+        if self._cancel_requested():
+            return False
+        return self.context.instance.run_will_resume(self.context.run_id)
+
+    def _detach(self) -> Iterator[DagsterEvent]:
+        steps = sorted(self.flights)
+        yield DagsterEvent.engine_event(
+            self.context,
+            f"Run worker {os.getpid()} was stopped without a terminate request (its host or "
+            f"container is stopping): steps {steps} go on on their Celery workers, and run "
+            "monitoring resumes the run with a new run worker that re-attaches to them.",
+            EngineEventData(),
+        )
+        raise DagsterExecutionInterruptedError(
+            "Run worker stopped; the run will be resumed by run monitoring."
+        )
+
+    def resume(self, active: ActiveExecution) -> Iterator[DagsterEvent]:
+        """Rebuild the run's state from its event log and re-attach to its steps in flight.
+
+        Steps the previous run worker submitted are not sent again: the loop subscribes to the
+        task it recorded (submission event, or the run's task hash in Redis for a task sent
+        just before that worker died) and, as for any step, acts on its result, heartbeat or
+        redelivery. A step that was never sent is submitted now.
+        """
+        instance = self.context.instance
+        events = [
+            record.dagster_event
+            # Dagster events only: a session's own log lines (hours of them) are not read.
+            for record in instance.all_logs(self.context.run_id, of_type=set(DagsterEventType))
+            if record.dagster_event is not None
+        ]
+        yield DagsterEvent.engine_event(
+            self.context,
+            "Resuming the run: re-attaching to its steps on the Celery workers.",
+            EngineEventData(),
+        )
+        for event in events:
+            if event.step_key is not None and event.event_type != DagsterEventType.ENGINE_EVENT:
+                yield event  # the run's outcome counts the steps that failed before
+        possibly_in_flight = active.rebuild_from_events(events)
+        recorded, executing = _submissions(events)
+        client = self.watcher.client
+        hashed = {
+            k.decode(): v.decode()
+            for k, v in client.hgetall(liveness.run_tasks_key(self.context.run_id)).items()
+        }
+        now = time.monotonic()
+        for step in possibly_in_flight:
+            yield from self._reattach(
+                active,
+                step,
+                recorded.get(step.key),
+                hashed.get(step.key),
+                executing.get(step.key),
+                now,
+            )
+
+    def _reattach(
+        self,
+        active: ActiveExecution,
+        step: ExecutionStep,
+        recorded: str | None,
+        hashed: str | None,
+        executing: str | None,
+        now: float,
+    ) -> Iterator[DagsterEvent]:
+        client = self.watcher.client
+        candidates = [t for t in dict.fromkeys([hashed, recorded]) if t is not None]
+        state = {}
+        for task_id in candidates:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.get(self.watcher.channel(task_id))
+                pipe.get(liveness.heartbeat_key(task_id))
+                result, beat = pipe.execute()
+            state[task_id] = (result, beat)
+        alive = [t for t in candidates if state[t][0] is not None or state[t][1] is not None]
+        # A task with a result or a heartbeat was sent; one with a submission event was sent
+        # (the event is written after sending); one only in the hash may never have been.
+        task_id = alive[0] if alive else recorded
+        for other in candidates:
+            if other != task_id:
+                liveness.abandon(client, other)  # if it was sent after all, it is skipped
+        step_context = self.context.for_step(step)
+        if task_id is None:
+            yield DagsterEvent.engine_event(
+                step_context,
+                f'Step "{step.key}" has no task that was surely sent: submitting it.',
+                EngineEventData(),
+            )
+            yield from self._submit(active, step)
+            return
+        queue = step.tags.get(QUEUE_TAG, DEFAULT_QUEUE)
+        flight = InFlight(step.key, task_id, self.watcher.channel(task_id), queue)
+        self.watcher.watch(flight)
+        self.flights[step.key] = flight
+        result, beat = state.get(task_id, (None, None))
+        if beat is not None:
+            flight.worker = beat.decode()
+            where = f"running on {flight.worker}"
+        elif result is not None:
+            where = "finished; its result is read now"
+        elif executing is not None:
+            # It started while the previous run worker watched, and beats no longer: its
+            # worker died too, unless Celery sends it again within the grace period.
+            flight.worker, flight.lost_since = f"{executing} (last seen)", now
+            where = f"started on {executing}, no heartbeat now"
+        else:
+            where = f'waiting in queue "{queue}"'
+        yield DagsterEvent.engine_event(
+            step_context,
+            f'Re-attached to step "{step.key}" (Celery task {task_id}): {where}.',
+            EngineEventData(),
+        )
 
     def _cancel_requested(self) -> bool:
         current = self.context.instance.get_run_by_id(self.context.run_id)
@@ -244,6 +414,11 @@ class _Run:
         )
         self.watcher.watch(flight)
         self.flights[step.key] = flight
+        tasks = liveness.run_tasks_key(self.context.run_id)
+        with self.watcher.client.pipeline(transaction=False) as pipe:
+            pipe.hset(tasks, step.key, task_id)
+            pipe.expire(tasks, liveness.MARK_TTL_SECONDS)
+            pipe.execute()
         self.app.send_task(
             TASK_EXECUTE_PLAN_NAME,
             kwargs={
@@ -259,7 +434,10 @@ class _Run:
         yield DagsterEvent.engine_event(
             self.context.for_step(step),
             f'Submitted celery task for step "{step.key}" to queue "{queue}".',
-            EngineEventData(marker_start=DELEGATE_MARKER),
+            EngineEventData(
+                metadata={TASK_ID_METADATA: dg.MetadataValue.text(task_id)},
+                marker_start=DELEGATE_MARKER,
+            ),
         )
 
     def _settle(
@@ -280,10 +458,14 @@ class _Run:
             yield from self._fail(active, flight, _error_info(meta["result"]), lost=lost)
             return
         if status == states.RETRY:
+            # Once per stored RETRY (see ResultWatcher._arrive).
+            flight.redeliveries += 1
+            dead = self._dead_process(flight)
             yield DagsterEvent.engine_event(
                 self.context.for_step(self.plan.get_step_by_key(flight.step_key)),
-                f"Worker {flight.worker or '(unknown)'} died while running step "
-                f'"{flight.step_key}": Celery sent the step again.',
+                f'Worker process {dead} died while running step "{flight.step_key}" '
+                f"({_reason(meta.get('result'))}): Celery sent the step again (redelivery "
+                f"{flight.redeliveries}).",
                 EngineEventData(),
             )
             flight.worker, flight.lost_since = None, None
@@ -296,6 +478,40 @@ class _Run:
             flight.lost_since = flight.lost_since or now
             if now - flight.lost_since >= liveness.LOST_GRACE_SECONDS:
                 yield from self._lost(active, flight)
+        elif not flight.wait_reported and now - flight.submitted_at >= SLOT_WAIT_SECONDS:
+            flight.wait_reported = True
+            yield from self._waiting(flight, now)
+
+    def _waiting(self, flight: InFlight, now: float) -> Iterator[DagsterEvent]:
+        """Say once that a step waits for a worker slot, with its queue's occupancy."""
+        queue = flight.queue
+        try:
+            occupancy = (
+                f"{queue_length(self.broker(), queue)} queued and "
+                f"{running.count(self.broker(), queue)} running steps on the queue"
+            )
+        except redis.RedisError as exc:
+            occupancy = f"occupancy unknown ({exc})"
+        table = LIGHT_QUEUES.get(queue)
+        slots = f"; each of its workers runs {table.concurrency}" if table else ""
+        yield DagsterEvent.engine_event(
+            self.context.for_step(self.plan.get_step_by_key(flight.step_key)),
+            f'Step "{flight.step_key}" has waited {now - flight.submitted_at:.0f}s for a '
+            f'worker slot on queue "{queue}": {occupancy}{slots}. It starts when a slot '
+            "frees or the queue's autoscaler adds a worker.",
+            EngineEventData(),
+        )
+
+    def _dead_process(self, flight: InFlight) -> str:
+        """The process whose start the n-th RETRY ended: the n-th that started the step (by
+        the time the loop sees the RETRY, the heartbeat may already be its replacement's)."""
+        try:
+            starts = liveness.started_by(self.watcher.client, flight.task_id)
+        except Exception:
+            starts = []
+        if len(starts) >= flight.redeliveries:
+            return starts[flight.redeliveries - 1]
+        return flight.worker or "(unknown: it died before its first heartbeat)"
 
     def _finish(
         self, active: ActiveExecution, flight: InFlight, result: dict[str, Any]
@@ -327,6 +543,8 @@ class _Run:
         """The worker running this step died as a whole (no heartbeat, no redelivery)."""
         liveness.abandon(self.watcher.client, flight.task_id)
         self.app.control.revoke(flight.task_id)
+        with contextlib.suppress(redis.RedisError):  # else pruned by a metrics scrape
+            running.finished(self.broker(), flight.queue, flight.task_id)
         message = (
             f'Step "{flight.step_key}" lost its worker {flight.worker}: no heartbeat for '
             f"{liveness.HEARTBEAT_TTL_SECONDS + liveness.LOST_GRACE_SECONDS:.0f}s and no "
@@ -363,6 +581,30 @@ class _Run:
     def _drop(self, flight: InFlight) -> None:
         self.flights.pop(flight.step_key, None)
         self.watcher.forget(flight)
+
+
+def _submissions(events: list[DagsterEvent]) -> tuple[dict[str, str], dict[str, str]]:
+    """From a run's events: step -> task id of its latest submission, and step -> the Celery
+    worker that started that submission (its "Executing step" event), if one did."""
+    recorded: dict[str, str] = {}
+    executing: dict[str, str] = {}
+    for event in events:
+        if event.event_type != DagsterEventType.ENGINE_EVENT or event.step_key is None:
+            continue
+        metadata = event.engine_event_data.metadata or {}
+        if TASK_ID_METADATA in metadata:
+            recorded[event.step_key] = str(metadata[TASK_ID_METADATA].value)
+            executing.pop(event.step_key, None)
+        elif "Celery worker" in metadata:
+            executing[event.step_key] = str(metadata["Celery worker"].value)
+    return recorded, executing
+
+
+def _reason(exc: Any) -> str:
+    """A stored task exception in one line, e.g. `WorkerLostError: Worker exited ...`."""
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}".strip()
+    return str(exc or "no reason stored")
 
 
 def _error_info(exc: Any) -> SerializableErrorInfo:

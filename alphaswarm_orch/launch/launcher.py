@@ -36,18 +36,22 @@ from typing import Any, Self
 import redis
 from dagster import DagsterRun, Field
 from dagster._core.errors import DagsterInvariantViolationError, DagsterLaunchFailedError
-from dagster._core.launcher import LaunchRunContext, RunLauncher
+from dagster._core.launcher import LaunchRunContext, ResumeRunContext, RunLauncher
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
 from alphaswarm_orch.execution import liveness
 from alphaswarm_orch.launch.worker import RELEASE, start_run_worker
 from alphaswarm_orch.settings import Settings, redacted
+from alphaswarm_orch.tags import RUN_WORKER_HOST_TAG, RUN_WORKER_PID_TAG
 
-RUN_WORKER_PID_TAG = "alphaswarm/run_worker_pid"
-RUN_WORKER_HOST_TAG = "alphaswarm/run_worker_host"
+__all__ = ["RUN_WORKER_HOST_TAG", "RUN_WORKER_PID_TAG", "ForkserverRunLauncher"]
+
 
 DEFAULT_PRELOAD_MODULES = ("dagster",)
+FORKSERVER_EXIT_MODULE = "alphaswarm_orch.launch.forkserver_exit"
+RESUMABLE_EXECUTOR = "alphaswarm_celery"
+"""Runs on this executor are resumed (it re-attaches to its steps); others end FAILURE."""
 DEFAULT_START_TIMEOUT_SECONDS = 120.0
 
 
@@ -58,8 +62,18 @@ def forkserver_context(preload_modules: Sequence[str]) -> ForkServerContext:
     `warm`), so every launcher of a process must agree on it.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload_modules))
+    context.set_forkserver_preload([FORKSERVER_EXIT_MODULE, *preload_modules])
     return context
+
+
+def stop_forkserver() -> None:
+    """Stop this process's forkserver, if it started one, and wait for it to exit.
+
+    multiprocessing has no public call for it (the forkserver otherwise leaves when this
+    process exits, then lingers; see forkserver_exit.py). `ForkServer._stop` is its own, used
+    by CPython's tests; tests/launch checks it is still there.
+    """
+    forkserver._forkserver._stop()
 
 
 class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
@@ -121,12 +135,49 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
         forkserver.ensure_running()
 
     def launch_run(self, context: LaunchRunContext) -> None:
+        self._start(context.dagster_run, resume=False)
+
+    @property
+    def supports_resume_run(self) -> bool:
+        return True
+
+    def resume_run(self, context: ResumeRunContext) -> None:
+        """Run monitoring's answer to a STARTED run whose worker is gone (a daemon rollout
+        took it): a new run worker that resumes the run. Its Celery executor re-attaches to
+        the steps still in flight on the workers (execution/loop.py), so they never stop."""
         run = context.dagster_run
+        executor = self._executor_name(run)
+        if executor != RESUMABLE_EXECUTOR:
+            # Another executor would run the run's steps again from the start: end the run as
+            # run monitoring did before resumption (the step may have had side effects).
+            pid, host = run.tags.get(RUN_WORKER_PID_TAG), run.tags.get(RUN_WORKER_HOST_TAG)
+            self._instance.report_run_failed(
+                run,
+                f"run worker {pid} on {host} exited without finishing the run, and its "
+                f"executor {executor!r} cannot re-attach to running steps: not resumed "
+                f"(only {RESUMABLE_EXECUTOR} runs are).",
+            )
+            return
+        self._start(run, resume=True)
+
+    def _executor_name(self, run: DagsterRun) -> str | None:
+        snapshot_id = run.execution_plan_snapshot_id
+        if snapshot_id is None:
+            return None
+        return self._instance.get_execution_plan_snapshot(snapshot_id).executor_name
+
+    def _start(self, run: DagsterRun, resume: bool) -> None:
         mp = forkserver_context(self._preload_modules)
         parent, child = mp.Pipe()
         starter = mp.Process(
             target=start_run_worker,
-            args=(run.run_id, serialize_value(self._instance.get_ref()), dict(os.environ), child),
+            args=(
+                run.run_id,
+                serialize_value(self._instance.get_ref()),
+                dict(os.environ),
+                child,
+                resume,
+            ),
             name=f"dagster-run-{run.run_id}",
         )
         try:
@@ -187,8 +238,8 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=pid)
         return CheckRunHealthResult(
             WorkerStatus.FAILED,
-            f"run worker {pid} on {host} exited without finishing the run (killed, e.g. "
-            "out of memory?)",
+            f"run worker {pid} on {host} exited without finishing the run (stopped with a "
+            "previous daemon, or killed, e.g. out of memory)",
             run_worker_id=pid,
         )
 

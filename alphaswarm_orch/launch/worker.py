@@ -1,4 +1,5 @@
-"""The run worker: one run, executed as `dagster api execute_run` executes it.
+"""The run worker: one run, executed as `dagster api execute_run` executes it (or, when run
+monitoring resumes a run whose worker is gone, as `dagster api resume_run` does).
 
 It is forked from the launcher's warm forkserver (see `launcher.py`), so dagster and the
 preloaded modules are already imported. The launcher talks to it over one pipe: the worker
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing.connection import Connection
 
 import dagster as dg
-from dagster._cli.api import _execute_run_command_body
+from dagster._cli.api import _execute_run_command_body, _resume_run_command_body
 from dagster._core.events import EngineEventData
 from dagster._core.instance import InstanceRef
 from dagster._serdes import deserialize_value
@@ -26,7 +28,7 @@ RELEASE = "release"
 
 
 def start_run_worker(
-    run_id: str, instance_ref: str, environ: dict[str, str], conn: Connection
+    run_id: str, instance_ref: str, environ: dict[str, str], conn: Connection, resume: bool = False
 ) -> None:
     """Fork the run worker and return, so the forkserver's child exits at once.
 
@@ -36,16 +38,36 @@ def start_run_worker(
     if os.fork():
         conn.close()
         return
+    _detach_from_forkserver(conn.fileno())
     code = 1
     try:
-        code = _run_worker(run_id, instance_ref, environ, conn)
+        code = _run_worker(run_id, instance_ref, environ, conn, resume)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
 
 
-def _run_worker(run_id: str, instance_ref: str, environ: dict[str, str], conn: Connection) -> int:
+def _detach_from_forkserver(keep: int) -> None:
+    """Keep only stdio and the launcher's pipe, and forget the forkserver's state.
+
+    The forkserver hands each child the write end of the pipe whose closing tells it that its
+    launcher exited, and the resource tracker's: a run worker holding them kept both alive,
+    orphaned (parent 1), for as long as it ran. multiprocessing's module state still names
+    those descriptors (private attributes; tests/launch checks them): reset, so that
+    multiprocessing used by the run (e.g. a spawn executor) starts its own tracker instead of
+    writing to a reused descriptor number.
+    """
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    server = forkserver._forkserver
+    server._forkserver_alive_fd = server._forkserver_address = server._forkserver_pid = None
+    resource_tracker._resource_tracker._fd = resource_tracker._resource_tracker._pid = None
+
+
+def _run_worker(
+    run_id: str, instance_ref: str, environ: dict[str, str], conn: Connection, resume: bool
+) -> int:
     # Its own session: a Ctrl-C or SIGTERM to the launcher's process group is not a terminate.
     os.setsid()
     # The forkserver kept the environment of its own start; a run sees the launcher's at launch.
@@ -61,6 +83,8 @@ def _run_worker(run_id: str, instance_ref: str, environ: dict[str, str], conn: C
             except EOFError:
                 released = False
             conn.close()
+            if not released and resume:
+                return 1  # the run stays STARTED: run monitoring resumes it again
             if not released:
                 _fail(
                     instance,
@@ -69,10 +93,10 @@ def _run_worker(run_id: str, instance_ref: str, environ: dict[str, str], conn: C
                     "launch the run again (re-execute it).",
                 )
                 return 1
-            return _execute(instance, run_id)
+            return _execute(instance, run_id, resume)
 
 
-def _execute(instance: dg.DagsterInstance, run_id: str) -> int:
+def _execute(instance: dg.DagsterInstance, run_id: str, resume: bool) -> int:
     run = instance.get_run_by_id(run_id)
     if run is None:
         print(f"run worker: run {run_id} is not in the instance", file=sys.stderr)
@@ -82,10 +106,9 @@ def _execute(instance: dg.DagsterInstance, run_id: str) -> int:
         # until run monitoring's cancel timeout.
         instance.report_run_canceled(run, "Run terminated before its run worker started.")
         return 0
+    body = _resume_run_command_body if resume else _execute_run_command_body
     try:
-        return _execute_run_command_body(
-            run_id, instance, lambda _event: None, set_exit_code_on_failure=True
-        )
+        return body(run_id, instance, lambda _event: None, set_exit_code_on_failure=True)
     except Exception:
         # Before execution proper (e.g. the run's code origin cannot be reconstructed):
         # Dagster's own load and execution errors already end the run FAILURE.

@@ -18,6 +18,7 @@ from alphaswarm_orch.cli.worker import worker_group
 from alphaswarm_orch.control.drain import DRAIN_TIMEOUT_SECONDS
 from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
 from alphaswarm_orch.execution.redis_queues import queue_keys
+from alphaswarm_orch.execution.running import running_key
 from alphaswarm_orch.queues import HEAVY_QUEUES, LIGHT_QUEUES
 from alphaswarm_orch.settings import (
     BROKER_URL,
@@ -181,12 +182,16 @@ def test_triggers_watch_every_priority_list_of_their_queue(rendered: dict[str, D
         triggers = scaled["triggers"]
         assert {t["type"] for t in triggers} == {"redis"}
         lists = [t["metadata"]["listName"] for t in triggers]
-        assert lists == queue_keys(name, generator.priority_steps())
+        # Queued (every priority list) and running steps: a pool busy with sessions counts.
+        assert lists == [*queue_keys(name, generator.priority_steps()), running_key(name)]
         assert lists[0] == name and f"{name}\x06\x163" in lists
         assert {t["authenticationRef"]["name"] for t in triggers} <= set(auths)
-        # The replica count follows the sum over the lists, not the longest one.
-        formula = scaled["advanced"]["scalingModifiers"]["formula"]
-        assert sorted(formula.split(" + ")) == sorted(t["name"] for t in triggers)
+        # replicas = ceil(sum over the lists / concurrency), not the longest list.
+        modifiers = scaled["advanced"]["scalingModifiers"]
+        assert sorted(modifiers["formula"].split(" + ")) == sorted(t["name"] for t in triggers)
+        assert modifiers["target"] == str(LIGHT_QUEUES[name].concurrency)
+        assert modifiers["metricType"] == "AverageValue"
+        assert scaled["maxReplicaCount"] == LIGHT_QUEUES[name].max_replicas
     for auth in auths.values():
         assert set(auth["spec"]) == {"secretTargetRef"}
         assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {

@@ -46,6 +46,33 @@ def _block(config: Probe, context: dg.OpExecutionContext) -> None:
         raise
 
 
+class Held(dg.Config):
+    """A long op: runs until `release_key` exists, appending a timestamp to `progress_key`
+    every 0.1 s (its progress, as a session's ticks are)."""
+
+    report_key: str
+    release_key: str
+    progress_key: str
+
+
+@dg.op(tags=queue_tags("default"))
+def held(context: dg.OpExecutionContext, config: Held) -> None:
+    client = redis.Redis.from_url(Settings.from_env().require_redis("test probe"))
+    client.rpush(
+        config.report_key, f"started held attempt {context.retry_number} pid {os.getpid()}"
+    )
+    try:
+        while not client.exists(config.release_key):
+            client.rpush(config.progress_key, repr(time.time()))
+            time.sleep(0.1)
+        client.rpush(config.report_key, "finished held")
+    except BaseException as exc:
+        client.rpush(config.report_key, f"interrupted held by {type(exc).__name__}")
+        raise
+    finally:
+        client.close()
+
+
 @dg.op(tags=queue_tags("default"))
 def blocker(context: dg.OpExecutionContext, config: Probe) -> None:
     """Blocks for `block_seconds` on the default queue."""
@@ -103,6 +130,11 @@ def block_job() -> None:
     blocker()
 
 
+@dg.job(executor_def=alphaswarm_celery_executor)  # launched from its module attribute too
+def held_job() -> None:
+    held()
+
+
 @dg.job
 def fragile_job() -> None:
     fragile()
@@ -126,7 +158,7 @@ def talk_job() -> None:
 
 
 defs = dg.Definitions(
-    jobs=[block_job, fragile_job, priority_job, three_queue_job, talk_job],
+    jobs=[block_job, held_job, fragile_job, priority_job, three_queue_job, talk_job],
     executor=alphaswarm_celery_executor,
     resources={"io_manager": dg.FilesystemIOManager(base_dir=str(Settings.from_env().io_dir))},
 )

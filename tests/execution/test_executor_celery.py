@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,11 @@ import redis
 import yaml
 
 from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.execution import liveness, running
 from alphaswarm_orch.execution.redis_queues import queue_keys, queue_length
 from alphaswarm_orch.settings import Settings
+from tests.support.ops import sample, scrape
+from tests.support.processes import free_port
 from tests.support.runs import step_outcomes, step_workers, wait_for
 from tests.support.switches import REASON, write_switch
 
@@ -197,6 +201,41 @@ def test_pool_process_killed_mid_step_is_sent_again_and_the_run_succeeds(
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
 
 
+def _engine_messages(instance: dg.DagsterInstance, run_id: str, needle: str) -> list[str]:
+    return [
+        record.dagster_event.message
+        for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+        if record.dagster_event is not None and needle in (record.dagster_event.message or "")
+    ]
+
+
+def test_a_killed_pool_process_is_reported_once_naming_the_process_that_died(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    """The redelivered step runs on for seconds after the kill: one event, not one a second,
+    and it names the killed pool process, not its live replacement."""
+    start_worker("default", "w-flood", env=env)
+    key = f"report:{uuid.uuid4().hex}"
+    process = _launch(
+        env, tmp_path, "block_job", {"blocker": {"config": {"report_key": key, "block_seconds": 8}}}
+    )
+    try:
+        [first] = wait_for(lambda: _reports(broker, key), 120, "the step to start")
+        killed = int(first.rsplit(" ", 1)[1])
+        os.kill(killed, signal.SIGKILL)
+        _finish(process, tmp_path, "block_job")
+    finally:
+        process.kill()
+    starts = [r for r in _reports(broker, key) if r.startswith("started blocker")]
+    assert len(starts) == 2, starts
+    replacement = int(starts[1].rsplit(" ", 1)[1])
+    run = _finished_run(instance, tmp_path, "block_job")
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    [message] = _engine_messages(instance, run.run_id, "died while running step")
+    assert f"pid {killed} died" in message and "WorkerLostError" in message, message
+    assert f"pid {replacement}" not in message
+
+
 def test_worker_killed_mid_step_is_detected_and_the_op_retry_policy_applies(
     env, start_worker, instance, broker, tmp_path
 ) -> None:
@@ -312,3 +351,53 @@ def test_a_step_s_prints_on_a_worker_are_in_its_captured_logs(
     assert f"out {token}" in logs.stdout.decode()
     assert f"err {token}" in logs.stderr.decode()
     assert manager.is_capture_complete(log_key)
+
+
+def test_a_step_waiting_for_a_slot_says_so_and_a_running_step_counts_for_scaling(
+    env, start_worker, instance, broker, tmp_path
+) -> None:
+    """No worker at first: one event names the queue and its occupancy. Then the running
+    step is in its queue's running list (what KEDA adds to the queue length) and in the
+    workers' alphaswarm_queue_running gauge, and leaves both when it returns."""
+    token = uuid.uuid4().hex
+    keys = {k: f"slot:{token}:{k}" for k in ("report_key", "release_key", "progress_key")}
+    process = _launch(env, tmp_path, "held_job", {"held": {"config": keys}})
+    try:
+        run = _only_run(instance)
+        [waiting] = wait_for(
+            lambda: _engine_messages(instance, run.run_id, "for a worker slot"),
+            120,
+            "the waiting-for-a-slot event",
+        )
+        assert 'on queue "default": 1 queued and 0 running steps' in waiting, waiting
+        port = free_port()
+        start_worker("default", "w-slot", env={**env, "ALPHASWARM_METRICS_PORT": str(port)})
+        wait_for(lambda: broker.llen(keys["progress_key"]) > 0, 120, "the step to run")
+        assert running.count(broker, "default") == 1
+        assert sample(scrape(port), "alphaswarm_queue_running", queue_name="default") == 1
+        broker.set(keys["release_key"], "1")
+        _finish(process, tmp_path, "held_job")
+    finally:
+        process.kill()
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    assert len(_engine_messages(instance, run.run_id, "for a worker slot")) == 1
+    wait_for(lambda: running.count(broker, "default") == 0, 30, "the step to leave the list")
+
+
+def test_running_entries_of_dead_workers_are_pruned(broker) -> None:
+    """Old entries without a heartbeat go; old ones with a heartbeat and young ones stay."""
+    queue = f"prune-{uuid.uuid4().hex}"
+    now = time.time()
+    old = now - running.PRUNE_AFTER_SECONDS - 1
+    broker.rpush(running.running_key(queue), f"dead {old}", f"alive {old}", f"young {now}")
+    broker.set(liveness.heartbeat_key("alive"), "w pid 1", ex=10)
+    try:
+        assert running.prune(broker, queue) == 2
+        assert [e.split()[0] for e in broker.lrange(running.running_key(queue), 0, -1)] == [
+            "alive",
+            "young",
+        ]
+        running.finished(broker, queue, "young")
+        assert running.count(broker, queue) == 1
+    finally:
+        broker.delete(running.running_key(queue), liveness.heartbeat_key("alive"))

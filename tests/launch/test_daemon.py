@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import signal
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType
 
+from alphaswarm_orch.launch.launcher import forkserver_context
+from tests.support.ops import descendants
 from tests.support.processes import background, read_log
 from tests.support.runs import REPO, wait_for
 
@@ -68,3 +72,36 @@ def test_a_bad_sensor_loop_period_is_refused_naming_the_variable(
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"ALPHASWARM_SENSOR_LOOP_SECONDS={value!r}" in result.stderr
+
+
+def _forkservers(pid: int) -> list[int]:
+    return [
+        child
+        for child in descendants(pid)
+        if "multiprocessing.forkserver" in Path(f"/proc/{child}/cmdline").read_text()
+    ]
+
+
+def _exists(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_the_launcher_forkserver_stops_with_the_daemon(orch_env: dict[str, str]) -> None:
+    with background([*DAEMON, "-m", "tests.launch.jobs"], orch_env, cwd=str(REPO)) as daemon:
+        [server] = wait_for(lambda: _forkservers(daemon.pid), 120, "the daemon's forkserver")
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+    # Stopped and reaped by the daemon before it exited, not left behind with parent 1.
+    assert not _exists(server), Path(f"/proc/{server}/stat").read_text()
+
+
+def test_the_forkserver_preload_list_starts_with_its_fast_exit() -> None:
+    """multiprocessing's private `ForkServer._stop` is what `stop_forkserver` calls."""
+    from multiprocessing import forkserver
+
+    from alphaswarm_orch.launch.launcher import FORKSERVER_EXIT_MODULE, stop_forkserver
+
+    assert callable(forkserver._forkserver._stop)
+    forkserver_context(["dagster"])
+    assert forkserver._forkserver._preload_modules[0] == FORKSERVER_EXIT_MODULE
+    stop_forkserver()  # no forkserver started: nothing to do

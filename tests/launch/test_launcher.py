@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -109,7 +112,7 @@ def test_run_monitoring_fails_a_run_whose_worker_died(
 ) -> None:
     home = Path(orch_env["DAGSTER_HOME"]) / "dagster.yaml"
     config = yaml.safe_load(home.read_text())
-    config["run_monitoring"]["poll_interval_seconds"] = 1  # 30 s in the repo's dagster.yaml
+    config["run_monitoring"]["poll_interval_seconds"] = 1  # 5 s in the repo's dagster.yaml
     home.write_text(yaml.safe_dump(config))
     run_id = launch(instance, jobs.launch_wait_job)
     wait_for(
@@ -152,3 +155,58 @@ def test_a_worker_this_host_cannot_see_is_judged_by_its_tags(
     result = instance.run_launcher.check_run_worker_health(run)
     assert result.status == status
     assert says in (result.msg or "")
+
+
+LAUNCH_AND_EXIT = """
+from multiprocessing import forkserver
+import dagster as dg
+from tests.launch import jobs
+from tests.launch.test_launcher import launch
+with dg.DagsterInstance.get() as instance:
+    run_id = launch(instance, jobs.launch_wait_job)
+print("LAUNCHED", run_id, forkserver._forkserver._forkserver_pid, flush=True)
+"""
+
+
+def test_a_running_run_worker_does_not_keep_its_launcher_s_forkserver_alive(
+    orch_env: dict[str, str], instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """The launching process exits while its run runs on: its forkserver goes with it."""
+    out = tmp_path / "launcher.out"
+    with out.open("w") as sink:  # a file, not a pipe: the run worker keeps the launcher's stdout
+        code = subprocess.run(
+            [sys.executable, "-c", LAUNCH_AND_EXIT],
+            env=orch_env,
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=180,
+        ).returncode
+    assert code == 0, out.read_text()[-3000:]
+    [(run_id, server)] = re.findall(r"^LAUNCHED (\S+) (\d+)$", out.read_text(), re.MULTILINE)
+    try:
+        wait_for(
+            lambda: instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START),
+            120,
+            "the waiting step to start",
+        )
+    except AssertionError:
+        print(out.read_text()[-3000:], messages(instance, run_id))
+        raise
+    worker = int(instance.get_run_by_id(run_id).tags[RUN_WORKER_PID_TAG])
+    try:
+        wait_for(lambda: not running(int(server)), 60, f"forkserver {server} to exit")
+        assert running(worker)
+    finally:
+        instance.run_launcher.terminate(run_id)
+    assert finished(instance, run_id, timeout=60).status == dg.DagsterRunStatus.CANCELED
+
+
+def test_the_multiprocessing_state_a_run_worker_resets_is_still_there() -> None:
+    """Private attributes `_detach_from_forkserver` resets (launch/worker.py)."""
+    from multiprocessing import forkserver, resource_tracker
+
+    for name in ("_forkserver_alive_fd", "_forkserver_address", "_forkserver_pid"):
+        assert hasattr(forkserver._forkserver, name), name
+    for name in ("_fd", "_pid"):
+        assert hasattr(resource_tracker._resource_tracker, name), name

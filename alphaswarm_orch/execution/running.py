@@ -1,0 +1,64 @@
+"""Steps running per light queue, as Redis lists KEDA can count (its Redis scaler reads LLEN).
+
+Capacity is queued + running: a queue whose slots all hold sessions must not look idle. A
+worker's pool process adds `<task id> <start time>` to `alphaswarm:queue:<queue>:running` when
+it starts a step task and removes it when the task returns (celery signals,
+control/metrics.py). An entry whose worker was killed stays behind, so `prune` removes entries
+older than PRUNE_AFTER_SECONDS whose step has no heartbeat (liveness.py); each worker's
+metrics scrape prunes its queues, and the run loop forgets a step it declared lost.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from alphaswarm_orch.execution import liveness
+
+PRUNE_AFTER_SECONDS = 30.0
+"""An entry this old without a heartbeat belongs to a dead worker (a step beats every second
+once started; loading its job before the first beat takes well under this)."""
+
+
+def running_key(queue: str) -> str:
+    return f"alphaswarm:queue:{queue}:running"
+
+
+def started(client: redis.Redis, queue: str, task_id: str) -> None:
+    client.rpush(running_key(queue), f"{task_id} {time.time():.3f}")
+
+
+def finished(client: redis.Redis, queue: str, task_id: str) -> None:
+    """Remove every entry of `task_id` (a redelivered step may have left one)."""
+    key = running_key(queue)
+    for raw in client.lrange(key, 0, -1):
+        if _entry(raw)[0] == task_id:
+            client.lrem(key, 0, raw)
+
+
+def count(client: redis.Redis, queue: str) -> int:
+    return int(client.llen(running_key(queue)))
+
+
+def prune(client: redis.Redis, queue: str, now: float | None = None) -> int:
+    """Remove entries of dead workers; return how many remain."""
+    key = running_key(queue)
+    now = time.time() if now is None else now
+    entries = [(raw, *_entry(raw)) for raw in client.lrange(key, 0, -1)]
+    old = [(raw, task_id) for raw, task_id, since in entries if now - since > PRUNE_AFTER_SECONDS]
+    if old:
+        beats = client.mget([liveness.heartbeat_key(task_id) for _raw, task_id in old])
+        for (raw, _task_id), beat in zip(old, beats, strict=True):
+            if beat is None:
+                client.lrem(key, 0, raw)
+    return count(client, queue)
+
+
+def _entry(raw: bytes | str) -> tuple[str, float]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    task_id, _, since = text.partition(" ")
+    try:
+        return task_id, float(since)
+    except ValueError:
+        return task_id, 0.0  # malformed: old enough to be checked against its heartbeat
