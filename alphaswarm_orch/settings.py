@@ -1,6 +1,7 @@
 """Environment -> one typed settings object.
 
-The names are the environment contract in DESIGN.md. With no broker configured the code
+The names are the environment contract shared with alphaswarm-core; the README's
+Configuration table lists every one. With no broker configured the code
 location runs on the embedded default (local executor, SQLite, duckdb) so a newcomer needs
 nothing but the package.
 """
@@ -179,7 +180,7 @@ def expand_path(name: str, raw: str) -> Path:
 
 def sqlalchemy_url(url: str) -> str:
     """Pin Postgres URLs to psycopg2: SQLAlchemy 2.1 maps `postgresql://` to psycopg 3,
-    which dagster-postgres 0.29 cannot use (DESIGN.md, known facts)."""
+    which dagster-postgres 0.29 cannot use (it is written against psycopg2)."""
     scheme, _sep, rest = url.partition("://")
     if scheme in ("postgresql", "postgres"):
         return f"postgresql+psycopg2://{rest}"

@@ -13,13 +13,11 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,6 +31,14 @@ from pydantic import (
 from alphaswarm_orch.queues import QueueError, check_heavy_queue, check_light_queue
 from alphaswarm_orch.settings import SettingsError, expand_path
 from alphaswarm_orch.workflows.steps import LIGHT_STEPS
+from alphaswarm_orch.yamlspec import (
+    Loc,
+    SpecProblem,
+    YamlDocument,
+    YamlSpecError,
+    error_message,
+    load_document,
+)
 
 WORKFLOWS_DIR = "ALPHASWARM_WORKFLOWS_DIR"
 DEFAULT_WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "defs" / "workflows" / "specs"
@@ -45,16 +51,9 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=60)]
 
 MAX_DISPATCH_TIMEOUT_SECONDS = 7 * 24 * 3600.0
 """Longest a dispatch step may wait for its task (a week): anything longer is a mistake."""
-MAX_ALIAS_NODES = 10_000
-"""How many nodes YAML aliases may add in all once expanded: a spec that repeats a block with
-`*anchor` stays well under it, an alias bomb (each level nine aliases of the last) does not."""
 MAX_CHAIN = 500
 """Most steps one `depends_on` chain may hold: Dagster builds a job's graph recursively, and a
 chain of ~1,200 steps exceeds Python's recursion limit there."""
-MAX_NESTING = 64
-"""Deepest nesting of mappings and lists a spec may have (the YAML composer recurses)."""
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""libyaml's parser when PyYAML was built with it (same events and marks, ~10x faster)."""
 
 
 class DispatchSpec(BaseModel):
@@ -103,7 +102,7 @@ class WorkflowSpec(BaseModel):
     schedule: str | None = None
     trigger: Literal["manual"] | AfterTrigger | None = None
     steps: list[StepSpec] = Field(min_length=1)
-    _locator: _Locator | None = PrivateAttr(default=None)
+    _locator: YamlDocument | None = PrivateAttr(default=None)
 
     @field_validator("trigger", mode="before")
     @classmethod
@@ -139,31 +138,11 @@ class WorkflowSpec(BaseModel):
         return self._locator.problem(loc, message)
 
 
-@dataclass(frozen=True)
-class SpecProblem:
-    path: Path
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line else str(self.path)
-        return f"{where}: {self.field or '(document)'}: {self.message}"
-
-
-class WorkflowSpecError(ValueError):
+class WorkflowSpecError(YamlSpecError):
     """One or more invalid workflow specs; each problem names its file, line and field."""
 
-    def __init__(self, problems: Sequence[SpecProblem]) -> None:
-        self.problems = list(problems)
-        lines = "\n".join(f"  {problem}" for problem in self.problems)
-        super().__init__(
-            f"invalid workflow spec ({len(self.problems)} problem(s)):\n{lines}\n"
-            "Fix the spec, or move it out of the workflows folder."
-        )
-
-
-Loc = tuple[str | int, ...]
+    what = "workflow spec"
+    advice = "Fix the spec, or move it out of the workflows folder."
 
 
 def workflows_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -241,22 +220,8 @@ def _trigger_problems(specs: Mapping[str, WorkflowSpec]) -> list[SpecProblem]:
 
 def load_spec(path: Path) -> WorkflowSpec:
     """Parse and validate one spec file, raising WorkflowSpecError with every problem found."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowSpecError([SpecProblem(path, None, "", f"cannot read: {exc}")]) from exc
-    loader = _YAML_LOADER(text)
-    try:
-        _check_expansion(path, text)
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise WorkflowSpecError([SpecProblem(path, line, "", f"not valid YAML: {exc}")]) from exc
-    finally:
-        loader.dispose()
-    located = _Locator(path, node)
+    located = load_document(path, WorkflowSpecError)
+    data = located.data
     if not isinstance(data, dict):
         raise WorkflowSpecError(
             [located.problem((), "a workflow spec is a mapping with name, steps, schedule/trigger")]
@@ -265,66 +230,13 @@ def load_spec(path: Path) -> WorkflowSpec:
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        problems += [located.problem(err["loc"], err["msg"]) for err in exc.errors()]
+        problems += located.validation_problems(exc)
         raise WorkflowSpecError(problems) from exc
     problems += [located.problem(loc, message) for loc, message in _semantic_problems(spec)]
     if problems:
         raise WorkflowSpecError(problems)
     spec._locator = located
     return spec
-
-
-def _check_expansion(path: Path, text: str) -> None:
-    """Refuse, before anything expands aliases, a document whose aliases would expand past
-    MAX_ALIAS_NODES, that aliases a node from inside itself, or that nests past MAX_NESTING.
-
-    One pass over the parser's events, linear in the text: each anchor's expanded size is
-    known when its node ends, and each alias adds that size.
-    """
-    sizes: dict[str, int] = {}
-    open_nodes: list[list[Any]] = []  # [anchor, expanded size so far] per open collection
-    added = 0
-
-    def refuse(event: yaml.Event, message: str) -> WorkflowSpecError:
-        return WorkflowSpecError([SpecProblem(path, event.start_mark.line + 1, "", message)])
-
-    for event in yaml.parse(text, Loader=_YAML_LOADER):
-        size = 0
-        if isinstance(event, yaml.AliasEvent):
-            if event.anchor not in sizes:
-                inside = any(anchor == event.anchor for anchor, _ in open_nodes)
-                raise refuse(
-                    event,
-                    f"alias *{event.anchor} "
-                    + (
-                        "is used inside the node it names (a recursive structure)"
-                        if inside
-                        else "names no anchor defined before it"
-                    ),
-                )
-            size = sizes[event.anchor]
-            added += size
-            if added > MAX_ALIAS_NODES:
-                raise refuse(
-                    event,
-                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (*{event.anchor} "
-                    f"alone adds {size}): write the repeated parts out or simplify the spec",
-                )
-        elif isinstance(event, yaml.CollectionStartEvent):
-            if len(open_nodes) >= MAX_NESTING:
-                raise refuse(event, f"nested deeper than {MAX_NESTING} levels")
-            open_nodes.append([event.anchor, 1])
-            continue
-        elif isinstance(event, yaml.CollectionEndEvent):
-            anchor, size = open_nodes.pop()
-            if anchor is not None:
-                sizes[anchor] = size
-        elif isinstance(event, yaml.ScalarEvent):
-            size = 1
-            if event.anchor is not None:
-                sizes[event.anchor] = size
-        if open_nodes:
-            open_nodes[-1][1] += size
 
 
 def _semantic_problems(spec: WorkflowSpec) -> list[tuple[Loc, str]]:
@@ -438,7 +350,7 @@ def _step_problems(i: int, step: StepSpec) -> list[tuple[Loc, str]]:
         try:
             light.params.model_validate(step.params)
         except ValidationError as exc:
-            problems += [((*at, "params", *err["loc"]), err["msg"]) for err in exc.errors()]
+            problems += [((*at, "params", *err["loc"]), error_message(err)) for err in exc.errors()]
     try:
         check_light_queue(step.queue, where=where)
     except QueueError as exc:
@@ -495,68 +407,3 @@ def _longest_chain(spec: WorkflowSpec) -> tuple[str, int]:
                 ready.append(dependent)
     head = max(deps, key=lambda name: length[name])
     return head, length[head]
-
-
-class _Locator:
-    """Maps a validation error's location (('steps', 2, 'dispatch', 'queue')) to a YAML line."""
-
-    def __init__(self, path: Path, root: yaml.Node | None) -> None:
-        self.path = path
-        self.root = root
-
-    def problem(self, loc: Sequence[str | int], message: str) -> SpecProblem:
-        return SpecProblem(self.path, self.line(loc), _field(loc), message)
-
-    def line(self, loc: Sequence[str | int]) -> int | None:
-        """The line of the deepest key or item of `loc` present (a missing field: its parent)."""
-        node = self.root
-        if node is None:
-            return None
-        line = node.start_mark.line
-        for part in loc:
-            if isinstance(node, yaml.MappingNode):
-                pair = next(((k, v) for k, v in node.value if k.value == part), None)
-                if pair is None:
-                    break
-                line, node = pair[0].start_mark.line, pair[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-                if not 0 <= part < len(node.value):
-                    break
-                node = node.value[part]
-                line = node.start_mark.line
-            else:
-                break
-        return line + 1
-
-    def duplicate_keys(self) -> list[SpecProblem]:
-        """YAML keeps the last of two equal keys silently; a spec must not rely on that."""
-        problems: list[SpecProblem] = []
-        stack: list[tuple[yaml.Node, Loc]] = [(self.root, ())] if self.root is not None else []
-        while stack:
-            node, loc = stack.pop()
-            if isinstance(node, yaml.MappingNode):
-                seen: dict[str, int] = {}
-                for key, value in node.value:
-                    line = key.start_mark.line + 1
-                    if key.value in seen:
-                        problems.append(
-                            SpecProblem(
-                                self.path,
-                                line,
-                                _field((*loc, str(key.value))),
-                                f"duplicate key {key.value!r} (first at line {seen[key.value]})",
-                            )
-                        )
-                    else:
-                        seen[key.value] = line
-                    stack.append((value, (*loc, str(key.value))))
-            elif isinstance(node, yaml.SequenceNode):
-                stack.extend((item, (*loc, i)) for i, item in enumerate(node.value))
-        return problems
-
-
-def _field(loc: Sequence[str | int]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text

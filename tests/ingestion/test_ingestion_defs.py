@@ -121,9 +121,13 @@ def test_shipped_config_declares_no_airbyte_resource_without_connections(tmp_pat
 @pytest.mark.parametrize(
     ("connections", "airbyte", "message"),
     [
-        (CONNECTION.replace("9b3c2d1e-", "not-a-uuid-"), "", "connection_id 'not-a-uuid-4f5a"),
-        (CONNECTION.replace('"0 6 * * 1-5"', '"every morning"'), "", "cron 'every morning'"),
-        (CONNECTION.replace("26", "-1"), "", "max_age_hours -1 must be a positive"),
+        (CONNECTION.replace("9b3c2d1e-", "not-a-uuid-"), "", "connection_id: 'not-a-uuid-4f5a"),
+        (
+            CONNECTION.replace('"0 6 * * 1-5"', '"every morning"'),
+            "",
+            "cron: 'every morning' is not",
+        ),
+        (CONNECTION.replace("26", "-1"), "", "max_age_hours: -1 must be a positive"),
         (CONNECTION + CONNECTION, "", "names must be unique; repeated: vendor_prices"),
         (CONNECTION.replace("vendor_prices", "market_data"), "", "collide with the dlt pulls"),
         (CONNECTION.replace("name: vendor_prices", "name: Vendor-Prices"), "", "'Vendor-Prices'"),
@@ -170,10 +174,11 @@ def test_config_errors_name_the_file_and_line(tmp_path):
     line = next(
         i
         for i, text in enumerate(path.read_text().splitlines(), 1)
-        if text.startswith("  - name: vendor_prices")
+        if text.startswith("    max_age_hours: -1")
     )
     with pytest.raises(
-        IngestionConfigError, match=re.escape(f"{path}:{line}: airbyte_connections[0]")
+        IngestionConfigError,
+        match=re.escape(f"{path}:{line}: airbyte_connections[0].max_age_hours: -1"),
     ):
         load_ingestion_config(path)
     path.write_text(
@@ -191,6 +196,28 @@ def test_config_errors_name_the_file_and_line(tmp_path):
         load_ingestion_config(path)
 
 
+def test_config_reports_every_problem_with_the_workflow_spec_checks(tmp_path):
+    """connections.yaml goes through the same loader as workflow specs: every problem at once,
+    duplicate keys refused, aliases bounded before they expand."""
+    path = config_with(tmp_path, CONNECTION.replace("26", "-1").replace("corporate_", "Corporate_"))
+    path.write_text(path.read_text() + "owners: [someone_else]\n")
+    with pytest.raises(IngestionConfigError) as info:
+        load_ingestion_config(path)
+    first = path.read_text().splitlines().index('owners: ["team:ingestion"]') + 1
+    assert [str(problem).split(": ", 1)[1] for problem in info.value.problems] == [
+        f"owners: duplicate key 'owners' (first at line {first})",
+        "airbyte_connections[0].max_age_hours: -1 must be a positive number of hours",
+        "airbyte_connections[0].streams[1]: 'Corporate_actions' is not a valid name; use "
+        "lowercase letters, digits and '_' (it becomes part of asset keys and job names)",
+    ]
+
+    bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)]
+    path.write_text(CONNECTIONS_FILE.read_text() + "\n".join(bomb) + "\n")
+    with pytest.raises(IngestionConfigError, match="aliases expand to more than 10000 nodes"):
+        load_ingestion_config(path)
+
+
 def test_ingestion_config_variable_selects_the_file_in_a_real_process(tmp_path):
     """`dagster definitions validate` (a fresh process) loads ALPHASWARM_INGESTION_CONFIG, and
     names the file and line of a bad entry, or the variable when the file is missing."""
@@ -202,7 +229,7 @@ def test_ingestion_config_variable_selects_the_file_in_a_real_process(tmp_path):
     line = next(
         i
         for i, text in enumerate(bad.read_text().splitlines(), 1)
-        if text.startswith("  - name: vendor_prices")
+        if text.startswith('    cron: "every morning"')
     )
 
     def validate(config: Path) -> subprocess.CompletedProcess:
@@ -217,7 +244,7 @@ def test_ingestion_config_variable_selects_the_file_in_a_real_process(tmp_path):
 
     failed = validate(bad)
     assert failed.returncode != 0
-    assert f"{bad}:{line}: airbyte_connections[0] (vendor_prices): cron 'every morning'" in (
+    assert f"{bad}:{line}: airbyte_connections[0].cron: 'every morning' is not a valid cron" in (
         failed.stdout + failed.stderr
     )
     missing = validate(tmp_path / "nope.yaml")
