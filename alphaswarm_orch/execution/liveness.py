@@ -22,12 +22,14 @@ import redis
 HEARTBEAT_INTERVAL_SECONDS = 1.0
 """How often a running step beats and looks for a cancel request."""
 
-HEARTBEAT_TTL_SECONDS = 10
-"""A heartbeat older than this means the step's worker is gone."""
+HEARTBEAT_TTL_SECONDS = 6
+"""A heartbeat older than this means the step's worker is gone: six beats in a row missed.
+The beat is a thread of the pool process (a busy op does not hold it back; Python switches
+threads every few ms) and a failed write is retried with the next beat."""
 
 LOST_GRACE_SECONDS = 3.0
 """After the heartbeat lapses, how long the run loop waits for Celery to redeliver the step
-before it declares the worker lost. Worst case detection: TTL + grace + one sweep (~15 s)."""
+before it declares the worker lost. Worst case detection: TTL + grace + one sweep (~10 s)."""
 
 MARK_TTL_SECONDS = 24 * 60 * 60
 

@@ -30,7 +30,7 @@ from dagster_celery.make_app import make_app
 
 from alphaswarm_orch.control import health, metrics
 from alphaswarm_orch.execution.celery_config import celery_config
-from alphaswarm_orch.execution.tasks import register_tasks
+from alphaswarm_orch.execution.tasks import import_instance_classes, register_tasks, start_warm_up
 from alphaswarm_orch.queues import parse_queue_list, worker_concurrency
 from alphaswarm_orch.sessions.handoff import clear_handoff, request_handoff
 from alphaswarm_orch.settings import Settings
@@ -103,6 +103,7 @@ def run_worker(
     _prepare_operations(app, settings, names, node)
     _hand_sessions_on_at_shutdown(settings, node)
     _preload_code_location()
+    _warm_pool_processes()
     app.worker_main(argv=worker_argv(names, threads, name, loglevel))
 
 
@@ -154,6 +155,21 @@ def _preload_code_location() -> None:
         importlib.import_module(CODE_LOCATION_MODULE)
     except Exception as exc:  # the step reports the import error with its run
         log.error("code location %s not preloaded: %s", CODE_LOCATION_MODULE, exc)
+
+
+def _warm_pool_processes() -> None:
+    """Import the instance's storage classes before the fork, and warm each pool process
+    right after it (tasks.warm_process): a step handed over to a fresh process then starts
+    without opening the instance and loading the definitions first."""
+    try:
+        import_instance_classes()
+    except Exception as exc:  # the step opens the instance itself and reports the error
+        log.error("instance classes not preloaded: %s", exc)
+
+    def warm(**_: Any) -> None:
+        start_warm_up(CODE_LOCATION_MODULE)
+
+    worker_process_init.connect(warm, weak=False)
 
 
 def _hand_sessions_on_at_shutdown(settings: Settings, node: str) -> None:

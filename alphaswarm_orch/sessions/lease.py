@@ -20,9 +20,9 @@ import redis
 
 from alphaswarm_orch.control.keys import session_fence_key, session_lease_key, tick_stream
 
-LEASE_TTL_MS = 10_000
+LEASE_TTL_MS = 8_000
 """A lease not renewed for this long is free. Below the executor's worker-loss detection
-(heartbeat TTL + grace, ~13 s), so the step re-submitted after a loss finds it free."""
+(heartbeat TTL + grace, ~9-10 s), so the step re-submitted after a loss finds it free."""
 
 
 class LeaseLost(RuntimeError):
