@@ -206,10 +206,10 @@ class Cluster:
                 )
             except AssertionError as exc:
                 return str(exc)
-            ok = run.status == dg.DagsterRunStatus.SUCCESS
-            return None if ok else f"run {run_id} {run.status.value}\n" + "\n".join(
-                self.run_messages(session)[-30:]
-            )
+            if run.status == dg.DagsterRunStatus.SUCCESS:
+                return None
+            events = "\n".join(self.run_messages(session)[-30:])
+            return f"run {run_id} {run.status.value}\n{events}"
         try:
             code = session.run.wait(timeout)
         except subprocess.TimeoutExpired:
