@@ -123,12 +123,20 @@ class Cluster:
         """`alphaswarm-orch daemon` for the package's definitions (launches queued runs)."""
         self.daemon = rollout.start_daemon(self.env, self.daemon_logs, DEFINITIONS, self.code_dir)
 
-    def roll_out(self, timeout: float = RUN_TIMEOUT) -> None:
+    def roll_out(self, timeout: float = RUN_TIMEOUT, expect_resume: bool = True) -> None:
         """Restart the daemon as a container teardown does, killing the run workers of the
-        queued sessions; returns once a new run worker of each re-attached to its step."""
+        queued sessions; returns once a new run worker of each re-attached to its step
+        (without `expect_resume`, at once: for a daemon that does not resume runs)."""
         assert self.daemon is not None and self.instance is not None
         self.rollouts += 1
         run_ids = [s.run_id for s in self.sessions if s.run_id is not None]
+        if not expect_resume:
+            workers = [rollout.run_worker(self.instance, r) for r in run_ids]
+            rollout.container_stop(self.daemon, workers, rollout.MODES[(self.rollouts - 1) % 3])
+            self.daemon = rollout.start_daemon(
+                self.env, self.daemon_logs, DEFINITIONS, self.code_dir
+            )
+            return
         self.daemon = rollout.roll_out(
             self.daemon,
             self.env,
@@ -139,6 +147,12 @@ class Cluster:
             DEFINITIONS,
             timeout,
         )
+
+    def run_finished(self, session: Session) -> bool:
+        """A queued session's run has ended (whatever its status)."""
+        assert self.instance is not None and session.run_id is not None
+        run = self.instance.get_run_by_id(session.run_id)
+        return run is not None and run.is_finished
 
     def run_messages(self, session: Session) -> list[str]:
         """The event messages of a queued session's run."""
