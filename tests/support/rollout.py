@@ -139,13 +139,17 @@ def roll_out(
     re-attached to its steps (one re-attach per rollout so far)."""
     container_stop(daemon, [run_worker(instance, r) for r in run_ids], MODES[(rollout - 1) % 3])
     daemon = start_daemon(env, logs, module)
-    for run_id in run_ids:
-        wait_for(
-            lambda r=run_id: reattached(instance, r) >= rollout,
-            timeout,
-            f"rollout {rollout}: a new run worker of {run_id} re-attached to its steps",
-            interval=0.2,
-        )
+    try:
+        for run_id in run_ids:
+            wait_for(
+                lambda r=run_id: reattached(instance, r) >= rollout,
+                timeout,
+                f"rollout {rollout}: a new run worker of {run_id} re-attached to its steps",
+                interval=0.2,
+            )
+    except BaseException:  # the caller only knows the old daemon: stop the new one here
+        container_stop(daemon, [run_worker(instance, r) for r in run_ids], "sigkill")
+        raise
     return daemon
 
 
