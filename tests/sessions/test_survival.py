@@ -6,7 +6,8 @@ over, SIGKILL (node loss) has them resumed, and freezing the processes of two pa
 sessions (so that their runs re-submit the steps while the old ones still live) shows the
 old steps cannot write once the new ones own the sessions. Every time: 0 ticks lost, 0
 duplicate fills, cash and positions equal to the fills, and the sessions keep consuming with
-nobody re-executing anything.
+nobody re-executing anything. Two paper sessions launched by the daemon keep consuming across
+three daemon rollouts that kill the daemon's processes, their steps never started again.
 """
 
 from __future__ import annotations
@@ -162,3 +163,40 @@ def writes_after_take_over(cluster: Cluster, session: Session, fence: int) -> in
             ),
             {"s": session.session_id, "f": fence},
         ).scalar()
+
+
+def test_sessions_keep_consuming_across_three_daemon_rollouts(
+    orch_env: dict[str, str], start_worker, tmp_path: Path, instance
+) -> None:
+    """Three daemon rollouts in the sessions' life, each killing the daemon, its forkserver
+    and the run workers (container teardown): the session steps go on on their worker, a new
+    run worker of each run re-attaches, and no step is started again."""
+    migrate(orch_env["ALPHASWARM_POSTGRES_URL"])
+    cluster = Cluster(orch_env, tmp_path, start_worker, instance=instance)
+    try:
+        worker = cluster.worker("paper", "first")
+        cluster.start_daemon()
+        sessions = [cluster.launch("paper", queued=True) for _ in range(2)]
+        for session in sessions:
+            cluster.wait_on(session, worker.node, ("running",))
+        cluster.start_ticks()
+        cluster.wait_first_ticks()
+        fences = {s.session_id: cluster.row(s)["fence"] for s in sessions}
+
+        for _ in range(3):
+            cluster.roll_out()
+            for session in sessions:
+                keeps_consuming(cluster, session)
+        assert finish(cluster) == []
+        for session in sessions:
+            row = cluster.row(session)
+            assert row is not None and row["status"] == "stopped"
+            # One owner all along: never handed off, lost or resumed, the same fence.
+            assert (row["handoffs"], row["losses"], row["resumes"]) == (0, 0, 0), row
+            assert row["fence"] == fences[session.session_id], row
+            messages = cluster.run_messages(session)
+            assert sum(m.startswith("Submitted celery task") for m in messages) == 1, messages
+            assert sum(m == "Launching a new run worker to resume run" for m in messages) == 3
+            assert sum(m.startswith("Re-attached to step") for m in messages) == 3, messages
+    finally:
+        cluster.close()

@@ -19,7 +19,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 import redis
@@ -28,7 +30,8 @@ from alphaswarm_orch.tags import RUN_WORKER_PID_TAG
 from tests.support.ops import descendants
 from tests.support.runs import REPO, wait_for
 
-DAEMON = [sys.executable, "-m", "alphaswarm_orch.cli", "daemon", "-m", "tests.execution.jobs"]
+DAEMON = [sys.executable, "-m", "alphaswarm_orch.cli", "daemon", "-m"]
+JOBS = "tests.execution.jobs"
 LAUNCH = [
     sys.executable,
     "-m",
@@ -67,20 +70,32 @@ class Rollouts:
         return max((b - a for a, b in itertools.pairwise(self.progress)), default=0.0)
 
 
-def start_daemon(env: dict[str, str], logs: list[str]) -> subprocess.Popen:
+def start_daemon(
+    env: dict[str, str], logs: list[str], module: str = JOBS, cwd: Path = REPO
+) -> subprocess.Popen:
+    """`alphaswarm-orch daemon -m module`, its output in a new file appended to `logs`."""
     log = tempfile.NamedTemporaryFile(prefix="daemon-", suffix=".log", delete=False)  # noqa: SIM115
     logs.append(log.name)
     return subprocess.Popen(
-        DAEMON, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [*DAEMON, module],
+        env=env,
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
-def container_stop(daemon: subprocess.Popen, run_worker: int | None, mode: str) -> None:
-    """Stop the daemon and every process of its 'container' (see MODES)."""
-    targets = [daemon.pid, *descendants(daemon.pid)]
-    if run_worker is not None:
-        targets.append(run_worker)
-    first = {"sigterm": [daemon.pid, run_worker], "sigterm-daemon": [daemon.pid]}.get(mode, [])
+def container_stop(
+    daemon: subprocess.Popen, run_workers: Iterable[int | None] | int | None, mode: str
+) -> None:
+    """Stop the daemon and every process of its 'container' (see MODES): its descendants and
+    the run workers given (one pid or several)."""
+    if run_workers is None or isinstance(run_workers, int):
+        run_workers = [run_workers]
+    workers = [pid for pid in run_workers if pid is not None]
+    targets = [daemon.pid, *descendants(daemon.pid), *workers]
+    first = {"sigterm": [daemon.pid, *workers], "sigterm-daemon": [daemon.pid]}.get(mode, [])
     for pid in filter(None, first):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -93,19 +108,49 @@ def container_stop(daemon: subprocess.Popen, run_worker: int | None, mode: str) 
     daemon.wait()
 
 
-def _pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+def run_worker(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The pid of the run's current run worker (None before it has one)."""
     run = instance.get_run_by_id(run_id)
     value = run.tags.get(RUN_WORKER_PID_TAG) if run else None
     return int(value) if value else None
 
 
-def _reattached(instance: dg.DagsterInstance, run_id: str) -> int:
+def reattached(instance: dg.DagsterInstance, run_id: str) -> int:
     """How many run workers re-attached to the run's step so far."""
     return sum(
         (record.dagster_event.message or "").startswith("Re-attached to step")
         for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
         if record.dagster_event is not None
     )
+
+
+def roll_out(
+    daemon: subprocess.Popen,
+    env: dict[str, str],
+    instance: dg.DagsterInstance,
+    run_ids: list[str],
+    rollout: int,
+    logs: list[str],
+    module: str = JOBS,
+    timeout: float = 180,
+) -> subprocess.Popen:
+    """Rollout number `rollout` (1-based; its MODES entry in turn) of `daemon` with the run
+    workers of `run_ids`; returns the new daemon once a new run worker of every run
+    re-attached to its steps (one re-attach per rollout so far)."""
+    container_stop(daemon, [run_worker(instance, r) for r in run_ids], MODES[(rollout - 1) % 3])
+    daemon = start_daemon(env, logs, module)
+    try:
+        for run_id in run_ids:
+            wait_for(
+                lambda r=run_id: reattached(instance, r) >= rollout,
+                timeout,
+                f"rollout {rollout}: a new run worker of {run_id} re-attached to its steps",
+                interval=0.2,
+            )
+    except BaseException:  # the caller only knows the old daemon: stop the new one here
+        container_stop(daemon, [run_worker(instance, r) for r in run_ids], "sigkill")
+        raise
+    return daemon
 
 
 def run_rollouts(
@@ -144,18 +189,12 @@ def run_rollouts(
         times: list[float] = []
         stopped_at = None
         for i in range(restarts):
-            pid = _pid(instance, run_id)
             times.append(time.time())
-            container_stop(daemon, pid, MODES[i % len(MODES)])
-            daemon = start_daemon(env, logs)
             if expect_resume:
-                wait_for(
-                    lambda n=i + 1: _reattached(instance, run_id) >= n,
-                    timeout,
-                    f"rollout {i + 1}: a new run worker re-attached to the step",
-                    interval=0.2,
-                )
+                daemon = roll_out(daemon, env, instance, [run_id], i + 1, logs, timeout=timeout)
                 continue
+            container_stop(daemon, run_worker(instance, run_id), MODES[i % len(MODES)])
+            daemon = start_daemon(env, logs)
             try:  # before: the run fails, then run retries re-execute the step (or not)
                 wait_for(
                     lambda n=i + 2: _starts(client, keys["report_key"]) >= n,
@@ -183,7 +222,7 @@ def run_rollouts(
             stopped_at,
         )
     finally:
-        container_stop(daemon, _pid(instance, run_id), "sigkill")
+        container_stop(daemon, run_worker(instance, run_id), "sigkill")
         client.close()
 
 

@@ -6,6 +6,10 @@ run process, whose step goes to Celery) while only the "first" worker of each qu
 so every session runs there; then starts a spare worker per queue, ticks every session at a
 steady rate (one order per tick), disrupts the first worker and watches the sessions go on.
 At the end it stops the sessions through their stop key and checks every one of them.
+
+With `start_daemon()` the sessions can instead be queued runs that `alphaswarm-orch daemon`
+launches (`launch(family, queued=True)`, as the request sensors do), and `roll_out()` restarts
+that daemon the way a container teardown does (tests/support/rollout.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import dagster as dg
 import redis
 import sqlalchemy as sa
 import yaml
@@ -32,11 +37,13 @@ import yaml
 from alphaswarm_orch.control.keys import session_stop_key, tick_stream
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.tags import REQUEST_ID_TAG
+from tests.support import rollout
 from tests.support.ops import kill_tree
 from tests.support.processes import free_port
 from tests.support.runs import REPO, execute_job_argv, wait_for
 from tests.support.workers import WorkerProcess
 
+DEFINITIONS = "alphaswarm_orch.definitions"
 TICKS_PER_SECOND = 20.0
 """Per session, as in production."""
 
@@ -50,9 +57,12 @@ StartWorker = Callable[..., WorkerProcess]
 class Session:
     family: str
     session_id: str
-    run: subprocess.Popen
+    run: subprocess.Popen | None
+    """The run process (`dagster job execute`); None for a run the daemon launched."""
     appended: list[tuple[str, float]] = field(default_factory=list)
     """(tick id, time.time() at append), in order."""
+    run_id: str | None = None
+    """The run's id, for a run the daemon launched."""
 
 
 class Cluster:
@@ -64,6 +74,7 @@ class Cluster:
         tmp: Path,
         start_worker: StartWorker,
         code_dir: Path = REPO,
+        instance: dg.DagsterInstance | None = None,
     ) -> None:
         self.env = {**env, "ALPHASWARM_KILL_SWITCH_KEY": f"test:kill:{uuid.uuid4().hex[:8]}"}
         if code_dir != REPO:  # an older checkout of the code ("before" in the benchmark)
@@ -77,6 +88,11 @@ class Cluster:
         self._producing = threading.Event()
         self._producer: threading.Thread | None = None
         self._instance_ready = False
+        self.instance = instance
+        """Needed for queued runs (launched by the daemon): their status and run workers."""
+        self.daemon: subprocess.Popen | None = None
+        self.daemon_logs: list[str] = []
+        self.rollouts = 0
 
     # -- workers and runs -------------------------------------------------------------------
 
@@ -103,7 +119,53 @@ class Cluster:
         )
         self._instance_ready = True
 
-    def launch(self, family: str) -> Session:
+    def start_daemon(self) -> None:
+        """`alphaswarm-orch daemon` for the package's definitions (launches queued runs)."""
+        self.daemon = rollout.start_daemon(self.env, self.daemon_logs, DEFINITIONS, self.code_dir)
+
+    def roll_out(self, timeout: float = RUN_TIMEOUT, expect_resume: bool = True) -> None:
+        """Restart the daemon as a container teardown does, killing the run workers of the
+        queued sessions; returns once a new run worker of each re-attached to its step
+        (without `expect_resume`, at once: for a daemon that does not resume runs)."""
+        assert self.daemon is not None and self.instance is not None
+        self.rollouts += 1
+        run_ids = [s.run_id for s in self.sessions if s.run_id is not None]
+        if not expect_resume:
+            workers = [rollout.run_worker(self.instance, r) for r in run_ids]
+            rollout.container_stop(self.daemon, workers, rollout.MODES[(self.rollouts - 1) % 3])
+            self.daemon = rollout.start_daemon(
+                self.env, self.daemon_logs, DEFINITIONS, self.code_dir
+            )
+            return
+        self.daemon = rollout.roll_out(
+            self.daemon,
+            self.env,
+            self.instance,
+            run_ids,
+            self.rollouts,
+            self.daemon_logs,
+            DEFINITIONS,
+            timeout,
+        )
+
+    def run_finished(self, session: Session) -> bool:
+        """A queued session's run has ended (whatever its status)."""
+        assert self.instance is not None and session.run_id is not None
+        run = self.instance.get_run_by_id(session.run_id)
+        return run is not None and run.is_finished
+
+    def run_messages(self, session: Session) -> list[str]:
+        """The event messages of a queued session's run."""
+        assert self.instance is not None and session.run_id is not None
+        return [
+            record.dagster_event.message or ""
+            for record in self.instance.all_logs(session.run_id)
+            if record.dagster_event is not None
+        ]
+
+    def launch(self, family: str, queued: bool = False) -> Session:
+        """A session run: executed in its own process, or (`queued`) put on the run queue for
+        the daemon to launch, as the request sensors do."""
         if not self._instance_ready:
             self.prepare_instance()
         session_id = f"{family}-{uuid.uuid4().hex[:8]}"
@@ -118,6 +180,20 @@ class Cluster:
         path.write_text(yaml.safe_dump({"ops": {f"{family}_session": {"config": config}}}))
         argv = execute_job_argv(f"{family}_session_job", "-c", str(path))
         argv += ["--tags", json.dumps({REQUEST_ID_TAG: f"req-{session_id}"})]
+        if queued:
+            run_id = str(uuid.uuid4())
+            argv[argv.index("execute")] = "launch"
+            subprocess.run(
+                [*argv, "--run-id", run_id],
+                cwd=self.code_dir,
+                env=self.env,
+                check=True,
+                capture_output=True,
+                timeout=RUN_TIMEOUT,
+            )
+            session = Session(family, session_id, None, run_id=run_id)
+            self.sessions.append(session)
+            return session
         log = open(self.tmp / f"{session_id}.log", "w")  # noqa: SIM115 - the run's lifetime
         run = subprocess.Popen(
             argv, cwd=self.code_dir, env=self.env, stdout=log, stderr=subprocess.STDOUT
@@ -127,7 +203,33 @@ class Cluster:
         return session
 
     def run_log(self, session: Session) -> str:
+        if session.run is None:  # the daemon's run workers write to the daemon's output
+            return "".join(Path(log).read_text(errors="replace") for log in self.daemon_logs)
         return (self.tmp / f"{session.session_id}.log").read_text(errors="replace")
+
+    def _wait_run(self, session: Session, timeout: float) -> str | None:
+        """Wait for the session's run to end; its problem, if it did not end well."""
+        if session.run is None:
+            assert self.instance is not None and session.run_id is not None
+            run_id = session.run_id
+            try:
+                run = wait_for(
+                    lambda: (r := self.instance.get_run_by_id(run_id)) and r.is_finished and r,
+                    timeout,
+                    f"run {run_id} to finish",
+                )
+            except AssertionError as exc:
+                return str(exc)
+            if run.status == dg.DagsterRunStatus.SUCCESS:
+                return None
+            events = "\n".join(self.run_messages(session)[-30:])
+            return f"run {run_id} {run.status.value}\n{events}"
+        try:
+            code = session.run.wait(timeout)
+        except subprocess.TimeoutExpired:
+            session.run.kill()
+            code = session.run.wait()
+        return None if code == 0 else f"run exited {code}\n{self.run_log(session)[-3000:]}"
 
     # -- ticks ------------------------------------------------------------------------------
 
@@ -225,15 +327,9 @@ class Cluster:
         for session in self.sessions:
             self.client.set(session_stop_key(session.session_id), "end of scenario")
         for session in self.sessions:
-            try:
-                code = session.run.wait(RUN_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                session.run.kill()
-                code = session.run.wait()
-            if code != 0:
-                problems.append(
-                    f"{session.session_id}: run exited {code}\n{self.run_log(session)[-3000:]}"
-                )
+            problem = self._wait_run(session, RUN_TIMEOUT)
+            if problem is not None:
+                problems.append(f"{session.session_id}: {problem}")
         return problems
 
     def check(self, session: Session) -> list[str]:
@@ -295,12 +391,23 @@ class Cluster:
         self.stop_ticks()
         for session in self.sessions:
             self.client.set(session_stop_key(session.session_id), "cleanup", ex=600)
+            if session.run is None:
+                continue
             if session.run.poll() is None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     session.run.wait(60)
             if session.run.poll() is None:
                 session.run.kill()
                 session.run.wait()
+        if self.daemon is not None:
+            for session in self.sessions:
+                if session.run_id is not None:
+                    self._wait_run(session, 60)
+            assert self.instance is not None
+            workers = [rollout.run_worker(self.instance, s.run_id) for s in self.sessions]
+            rollout.container_stop(self.daemon, workers, "sigkill")
+            for log in self.daemon_logs:
+                Path(log).unlink(missing_ok=True)
         self.client.close()
         self.engine.dispose()
 
