@@ -14,6 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
+from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
+from alphaswarm_orch.execution.celery_config import VISIBILITY_TIMEOUT_ENV
+from alphaswarm_orch.execution.worker import INCLUDE_ENV
+from alphaswarm_orch.settings import INGESTION_CONFIG, LEDGER_URL
+from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR
+
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 DOCKER = REPO / "docker"
@@ -59,3 +65,18 @@ def rendered(rendered_text: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
         name: [doc for doc in yaml.safe_load_all(text) if doc]
         for name, text in rendered_text.items()
     }
+
+
+DEFAULTED_VARIABLES = {
+    LEDGER_URL,
+    INGESTION_CONFIG,
+    VISIBILITY_TIMEOUT_ENV,
+    WORKFLOWS_DIR,
+    INCLUDE_ENV,
+    ROOT_ENV,
+    WORKSPACES_ENV,
+}
+"""README Configuration variables a deployment leaves unset everywhere by default (their
+defaults are right: the ledger shares the Postgres, the image's own connections file and
+workflow specs, Celery's visibility timeout, every task module), or sets only on the services
+that need them (the terraform root and allow-list)."""

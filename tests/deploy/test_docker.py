@@ -21,8 +21,7 @@ import yaml
 
 from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
 from alphaswarm_orch.queues import LIGHT_QUEUES
-from alphaswarm_orch.settings import INGESTION_CONFIG, LEDGER_URL
-from tests.deploy.conftest import DOCKER, REPO, find_tool
+from tests.deploy.conftest import DEFAULTED_VARIABLES, DOCKER, REPO, find_tool
 from tests.deploy.test_k8s import readme_variables
 
 DOCKERFILE = DOCKER / "Dockerfile"
@@ -236,9 +235,7 @@ def test_compose_services_cover_the_stack_and_every_light_queue(compose: dict[st
 
 
 def test_compose_keeps_the_environment_contract(compose: dict[str, Any]) -> None:
-    # The ledger shares the Postgres (ALPHASWARM_LEDGER_URL unset falls back to it), and the
-    # image's own connections file is the one to use (ALPHASWARM_INGESTION_CONFIG unset).
-    contract = readme_variables() - {LEDGER_URL, INGESTION_CONFIG}
+    contract = readme_variables() - DEFAULTED_VARIABLES
     for name in ORCH_SERVICES:
         env = compose["services"][name]["environment"]
         extra = {ROOT_ENV, WORKSPACES_ENV} if name in TERRAFORM_SERVICES else set()

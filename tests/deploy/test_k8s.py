@@ -22,14 +22,13 @@ from alphaswarm_orch.execution.running import running_key
 from alphaswarm_orch.queues import HEAVY_QUEUES, LIGHT_QUEUES
 from alphaswarm_orch.settings import (
     BROKER_URL,
-    INGESTION_CONFIG,
     LEDGER_URL,
     POSTGRES_URL,
     REDIS_URL,
     RESULT_BACKEND,
 )
 from alphaswarm_orch.terraform import parse_workspace_list
-from tests.deploy.conftest import K8S, OVERLAYS, REPO, load_generator
+from tests.deploy.conftest import DEFAULTED_VARIABLES, K8S, OVERLAYS, REPO, load_generator
 
 K8S_VERSION = "1.32"
 DATA = Path(__file__).parent / "data"
@@ -314,8 +313,7 @@ def test_environment_contract_with_secrets_only_by_reference(
     plain = set(env_map["data"])
     assert not plain & SECRET_VARIABLES
     assert not [v for v in env_map["data"].values() if "://" in v]
-    # ALPHASWARM_INGESTION_CONFIG stays unset: the image's own connections file is used.
-    assert plain | SECRET_VARIABLES == readme_variables() - {INGESTION_CONFIG}
+    assert plain | SECRET_VARIABLES == readme_variables() - (DEFAULTED_VARIABLES - SECRET_VARIABLES)
     for name, deployment in of_kind(docs, "Deployment").items():
         for container in containers(deployment):
             sources = container["envFrom"]
