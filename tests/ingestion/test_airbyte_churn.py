@@ -8,37 +8,18 @@ from __future__ import annotations
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pytest
 
-from alphaswarm_orch.defs.ingestion.config import AirbyteConnection, Cadence
-from tests.ingestion.fake_airbyte import FakeAirbyte, running_fake
+from tests.ingestion.fake_airbyte import FakeAirbyte
 from tests.ingestion.test_airbyte_contract import (
     failure_message,
     materialize,
     metadata_of,
     resource,
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAirbyte]:
-    with running_fake() as server:
-        yield server
-        assert server.violations == [], "fake Airbyte saw contract violations"
-
-
-@pytest.fixture
-def connection() -> AirbyteConnection:
-    return AirbyteConnection(
-        name="vendor_prices",
-        connection_id=str(uuid.uuid4()),
-        streams=("prices", "corporate_actions"),
-        cadence=Cadence(cron="0 6 * * 1-5", max_age_hours=26),
-    )
 
 
 def app_credentials(fake: FakeAirbyte, **overrides: Any):

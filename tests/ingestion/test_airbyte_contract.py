@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +18,12 @@ import pytest
 from openapi_core.datatypes import RequestParameters
 
 from alphaswarm_orch.defs.ingestion.assets import airbyte_sync_assets
-from alphaswarm_orch.defs.ingestion.config import AirbyteConnection, Cadence
+from alphaswarm_orch.defs.ingestion.config import AirbyteConnection
 from alphaswarm_orch.defs.ingestion.resources import AirbyteConfigError, AirbyteResource
 from alphaswarm_orch.queues import QUEUE_TAG
-from tests.ingestion.fake_airbyte import SPEC, FakeAirbyte, _SpecRequest, running_fake
+from tests.ingestion.fake_airbyte import SPEC, FakeAirbyte, _SpecRequest
 
 STREAMS = ("prices", "corporate_actions")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAirbyte]:
-    with running_fake() as server:
-        yield server
-        assert server.violations == [], "fake Airbyte saw contract violations"
-
-
-@pytest.fixture
-def connection() -> AirbyteConnection:
-    return AirbyteConnection(
-        name="vendor_prices",
-        connection_id=str(uuid.uuid4()),
-        streams=STREAMS,
-        cadence=Cadence(cron="0 6 * * 1-5", max_age_hours=26),
-    )
 
 
 def resource(fake: FakeAirbyte, **overrides: Any) -> AirbyteResource:
