@@ -108,9 +108,11 @@ def run_worker(
 
 
 def _prepare_operations(app: Celery, settings: Settings, queues: list[str], node: str) -> None:
-    """Metrics (prefork-safe), the health server and the heartbeat, before the pool forks."""
+    """Metrics (prefork-safe), running lists, the health server and the heartbeat, before the
+    pool forks."""
     metrics.prepare_multiprocess(_multiproc_dir())
     metrics.connect_task_signals()
+    metrics.keep_running_lists(settings, queues)
     collector = metrics.WorkerCollector(
         settings,
         node,

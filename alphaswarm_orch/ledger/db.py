@@ -56,6 +56,15 @@ def _create_engine(url: str) -> sa.Engine:
     )
 
 
+def sqlite_file_missing(url: str) -> bool:
+    """An embedded ledger not created yet: connecting would create an empty file."""
+    parsed = sa.make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return False
+    return not Path(database).exists()
+
+
 def migrate(url: str) -> None:
     """Upgrade the ledger at `url` to the newest migration (idempotent, safe concurrently)."""
     engine = engine_for(url)

@@ -10,13 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from alphaswarm_orch.ledger.db import LedgerUnavailable, engine_for, ledger_engine, ledger_errors
+from alphaswarm_orch.ledger.db import (
+    LedgerUnavailable,
+    engine_for,
+    ledger_engine,
+    ledger_errors,
+    sqlite_file_missing,
+)
 from alphaswarm_orch.ledger.rows import ERROR_SUMMARY_LENGTH, Derived, Transition, aware
 from alphaswarm_orch.ledger.schema import (
     ledger_mirror_state,
@@ -217,7 +222,7 @@ def mirror_status(settings: Settings) -> MirrorStatus:
     url = settings.ledger_url
     pending = _unrecorded_errors.get(url)
     row, quarantined = None, 0
-    if not _sqlite_file_missing(url):
+    if not sqlite_file_missing(url):
         try:
             with ledger_errors(url), engine_for(url).connect() as conn:
                 tables = set(sa.inspect(conn).get_table_names())
@@ -244,12 +249,3 @@ def mirror_status(settings: Settings) -> MirrorStatus:
         last_error_at=aware(last_error_at) if last_error_at else None,
         quarantined=quarantined,
     )
-
-
-def _sqlite_file_missing(url: str) -> bool:
-    """An embedded ledger not created yet: connecting would create an empty file."""
-    parsed = sa.make_url(url)
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return False
-    return not Path(database).exists()

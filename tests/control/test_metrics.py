@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 from alphaswarm_orch.control.keys import REQUEST_FAMILIES, dead_letter_stream
 from alphaswarm_orch.control.metrics import WorkerCollector
+from alphaswarm_orch.execution import running
 from alphaswarm_orch.execution.redis_queues import queue_keys
 from alphaswarm_orch.requests import reader
 from alphaswarm_orch.settings import Settings
@@ -230,3 +233,74 @@ def test_dead_letters_added_keeps_growing_past_the_trimmed_cap(ops_env, monkeypa
     # Prometheus' increase() reads as a reset, not as new letters.
     client.delete(dead_letter_stream("paper"))
     assert series()[1]["paper"] == 0
+
+
+def families_of(collector: WorkerCollector) -> dict[str, dict[tuple, float]]:
+    """Each family's samples, keyed by their label values."""
+    return {
+        family.name: {tuple(s.labels.values()): s.value for s in family.samples}
+        for family in collector.collect()
+    }
+
+
+@pytest.mark.parametrize("ledger", ["postgres", "sqlite"])
+def test_a_scrape_creates_nothing(ledger, redis_urls, postgres_url, tmp_path) -> None:
+    """Against a fresh Redis and a ledger never migrated (an empty Postgres database, or an
+    embedded SQLite file not created yet), a scrape writes no key, creates no table, file or
+    directory: the ledger reads as a mirror that has not run, and session series are absent."""
+    broker, backend = redis_urls
+    storage = tmp_path / "storage"
+    env = {
+        "ALPHASWARM_BROKER_URL": broker,
+        "ALPHASWARM_RESULT_BACKEND": backend,
+        "ALPHASWARM_STORAGE_DIR": str(storage),
+    }
+    if ledger == "postgres":
+        env["ALPHASWARM_POSTGRES_URL"] = postgres_url
+    settings = Settings.from_env(env)
+    clients = [redis.Redis.from_url(url) for url in redis_urls]
+    for client in clients:
+        client.flushdb()
+    collector = WorkerCollector(
+        settings, "celery@metrics-e", ["default", "paper"], {}, lambda: True
+    )
+
+    families = families_of(collector)
+
+    assert [client.dbsize() for client in clients] == [0, 0]
+    engine = sa.create_engine(postgres_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+    assert not storage.exists()
+    assert families["alphaswarm_metrics_source_up"] == {
+        ("broker",): 1,
+        ("redis",): 1,
+        ("ledger",): 1,
+    }
+    assert families["alphaswarm_ledger_mirror_cursor"] == {(): -1}
+    assert "alphaswarm_sessions" not in families
+    assert families["alphaswarm_queue_running"] == {("default",): 0, ("paper",): 0}
+
+
+def test_a_scrape_counts_running_steps_and_the_worker_prunes_dead_ones(ops_env, workers) -> None:
+    """A scrape counts only live entries of a running list and leaves the list as it is; the
+    worker's own pruning removes the entry of a dead worker (no step heartbeat)."""
+    client = redis.Redis.from_url(ops_env["ALPHASWARM_BROKER_URL"])
+    key = running.running_key("default")
+    old = time.time() - running.PRUNE_AFTER_SECONDS - 1
+    client.rpush(key, f"dead {old}", f"young {time.time() + 3600}")
+    collector = WorkerCollector(
+        Settings.from_env(ops_env), "celery@metrics-f", ["default"], {}, lambda: True
+    )
+
+    assert families_of(collector)["alphaswarm_queue_running"] == {("default",): 1}
+    assert client.llen(key) == 2
+
+    workers.append(WorkerProcess.start("default", "metrics-f", ops_env, "--concurrency", "1"))
+    wait_for(
+        lambda: [entry.split()[0] for entry in client.lrange(key, 0, -1)] == [b"young"],
+        60,
+        "the dead entry to be pruned",
+    )
