@@ -12,18 +12,14 @@ from dataclasses import dataclass
 QUEUE_TAG = "dagster-celery/queue"
 """The op tag the Celery executor routes by (dagster-celery's protocol)."""
 
-MAX_RETRIES_TAG = "dagster/max_retries"
-
 
 @dataclass(frozen=True)
 class LightQueue:
     """A queue this code location's workers consume."""
 
     name: str
-    drives: str
     scale_to_zero: bool
     concurrency: int
-    notes: str = ""
     prod_min_replicas: int = 0
     pinned_node_pool: str | None = None
     max_replicas: int = 10
@@ -44,45 +40,13 @@ class LightQueue:
 LIGHT_QUEUES: Mapping[str, LightQueue] = {
     q.name: q
     for q in (
+        LightQueue("default", scale_to_zero=True, concurrency=4, prod_min_replicas=1),
+        LightQueue("paper", scale_to_zero=False, concurrency=4, max_replicas=5),
+        LightQueue("terraform", scale_to_zero=True, concurrency=4),
+        LightQueue("ingestion", scale_to_zero=False, concurrency=4),
+        LightQueue("workflows", scale_to_zero=True, concurrency=4),
         LightQueue(
-            "default",
-            "misc tasks, callbacks, lookups",
-            scale_to_zero=True,
-            concurrency=4,
-            notes="prod keeps min 1",
-            prod_min_replicas=1,
-        ),
-        LightQueue(
-            "paper",
-            "paper-trading session ticks",
-            scale_to_zero=False,
-            concurrency=4,
-            notes="sub-second tick latency",
-            max_replicas=5,
-        ),
-        LightQueue("terraform", "TerraformRuntime plan/apply", scale_to_zero=True, concurrency=4),
-        LightQueue(
-            "ingestion",
-            "Airbyte syncs, connector pulls",
-            scale_to_zero=False,
-            concurrency=4,
-            notes="long-lived workers",
-        ),
-        LightQueue(
-            "workflows",
-            "WorkflowRuntime orchestration",
-            scale_to_zero=True,
-            concurrency=4,
-            notes="dispatches heavy steps to executor queues",
-        ),
-        LightQueue(
-            "hft",
-            "HFT hot-path event handlers",
-            scale_to_zero=False,
-            concurrency=1,
-            notes="pinned to hft nodes",
-            pinned_node_pool="hft",
-            max_replicas=4,
+            "hft", scale_to_zero=False, concurrency=1, pinned_node_pool="hft", max_replicas=4
         ),
     )
 }
@@ -134,13 +98,11 @@ def check_heavy_queue(queue: str, *, where: str = "") -> str:
     )
 
 
-def queue_tags(queue: str, *, max_retries: int | None = None) -> dict[str, str]:
-    """Op/asset tags that route a step to `queue` (validated against the table)."""
+def queue_tags(queue: str) -> dict[str, str]:
+    """Op/asset tags that route a step to `queue` (validated against the table). Step retries
+    are the op's `retry_policy=dg.RetryPolicy(...)`, not a tag."""
     check_light_queue(queue)
-    tags = {QUEUE_TAG: queue}
-    if max_retries is not None:
-        tags[MAX_RETRIES_TAG] = str(max_retries)
-    return tags
+    return {QUEUE_TAG: queue}
 
 
 def parse_queue_list(value: str | Iterable[str]) -> list[str]:
