@@ -67,10 +67,6 @@ class PlanSummary:
             change += actions == {"update"}
         return cls(add, change, destroy)
 
-    @property
-    def has_changes(self) -> bool:
-        return bool(self.add or self.change or self.destroy)
-
 
 @dataclass(frozen=True)
 class SavedPlan:
