@@ -1,7 +1,7 @@
-"""The slim worker image is real: the install set of `pip install .` (the Dockerfile's worker
+"""The slim worker's install set: what `pip install .` installs (the Dockerfile's worker
 target) has no webserver/UI package, and a worker limited to that set runs smoke_route_job.
 
-Instead of building a second venv (minutes, with the ingestion stack in the core), the worker
+No image or second venv is built (minutes, with the ingestion stack in the core): the worker
 runs here with every module of a distribution outside that install set made unimportable
 (slim_worker/sitecustomize.py, inherited by its prefork children)."""
 

@@ -1,5 +1,8 @@
-"""docker/: the Dockerfile lints clean and builds the two images the design names; the compose
-stack parses and keeps the environment contract, the queue table and the health checks."""
+"""docker/ as text: the Dockerfile lints clean (hadolint) and its stages declare the worker,
+terraform-worker and dagster images (pinned bases, non-root users, exec entrypoints, core-only
+worker installs); the terraform stage's download step is run against a local stand-in. No
+image is built here. The compose stack parses and keeps the environment contract, the queue
+table and the health checks."""
 
 from __future__ import annotations
 
@@ -104,7 +107,7 @@ def test_dockerfile_targets_pinned_base_non_root_and_exec_entrypoints() -> None:
     assert json.loads(last(by_stage["worker"], "EXPOSE").split()[0]) == 9100
 
 
-def test_worker_image_installs_core_dependencies_only() -> None:
+def test_worker_stage_installs_core_dependencies_only() -> None:
     by_stage = stages(DOCKERFILE.read_text())
     worker_build = by_stage["worker"]
     source = [rest for kw, rest in worker_build if kw == "COPY" and "--from=" in rest]
