@@ -1,5 +1,7 @@
 """The code location: every domain's definitions, the executor chosen once, IO on shared storage."""
 
+import warnings
+
 import dagster as dg
 
 from alphaswarm_orch.defs import hft, ingestion, ledger, paper, smoke, terraform, workflows
@@ -8,6 +10,15 @@ from alphaswarm_orch.routing import check_routing
 from alphaswarm_orch.settings import Settings
 
 DOMAINS = (smoke, workflows, terraform, ingestion, paper, hft, ledger)
+
+# No sensor here sets `owners`, but Dagster re-creates each sensor with `owners=None` when it
+# resolves the repository, and its beta check warns for the parameter's mere presence: once
+# per resolution, three times per code load. Only that warning is ignored.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Parameter `owners` of initializer `SensorDefinition.__init__` is currently in beta",
+    category=dg.BetaWarning,
+)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

@@ -32,6 +32,19 @@ def test_dagster_definitions_validate_with_no_environment(tmp_path: Path) -> Non
     assert "All code locations passed validation" in result.stdout + result.stderr
 
 
+def test_loading_the_definitions_warns_at_most_once_about_beta_apis() -> None:
+    """Every warning shown, as a fresh process loading the code location sees them."""
+    code = (
+        "import warnings; warnings.simplefilter('always'); "
+        "from alphaswarm_orch.definitions import defs; defs().get_repository_def()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("BetaWarning") <= 1, result.stderr
+
+
 def test_every_job_resolves_and_routes_to_light_queues() -> None:
     loaded = defs()
     jobs = loaded.resolve_all_job_defs()
