@@ -14,6 +14,7 @@ import dagster as dg
 from dagster._daemon import sensor
 from dagster._daemon.cli import run_command
 
+from alphaswarm_orch.cli.daemon_logs import quiet_routine_sensor_lines
 from alphaswarm_orch.cli.errors import user_errors
 from alphaswarm_orch.launch import ForkserverRunLauncher
 from alphaswarm_orch.launch.launcher import stop_forkserver
@@ -31,6 +32,7 @@ def daemon_command(dagster_args: tuple[str, ...]) -> None:
     with user_errors():
         settings = Settings.from_env()
     sensor.MIN_INTERVAL_LOOP_TIME = settings.sensor_loop_seconds
+    quiet_routine_sensor_lines()
     try:
         if os.environ.get("DAGSTER_HOME"):
             # The first run launched after a deploy should not wait for the forkserver's imports.

@@ -32,8 +32,11 @@ def build_ledger_mirror_sensor(settings: Settings) -> dg.SensorDefinition:
             return dg.SkipReason(str(exc))
         results = mirror.sync(max_seconds=TICK_BUDGET_SECONDS)
         last = results[-1]
-        context.log.info(
-            f"ledger mirror: {sum(r.events for r in results)} events, "
+        events = sum(r.events for r in results)
+        # An idle tick (nothing new, caught up) is routine: DEBUG, as the daemon's own lines.
+        log = context.log.info if events or not last.drained else context.log.debug
+        log(
+            f"ledger mirror: {events} events, "
             f"{sum(r.runs for r in results)} run rows, "
             f"{sum(r.quarantined for r in results)} quarantined, cursor {last.cursor}, "
             f"{'caught up' if last.drained else f'lag {last.lag_seconds:.1f}s'}"

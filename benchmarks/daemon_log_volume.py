@@ -1,0 +1,75 @@
+"""Log lines an idle `alphaswarm-orch daemon` writes per minute, and which lines they are.
+
+    ALPHASWARM_TEST_REDIS_DB=N python -m benchmarks.daemon_log_volume [--seconds 60]
+
+Starts the daemon on the repo's workspace.yaml and dagster.yaml with a throw-away Postgres
+instance database and empty Redis databases (as the tests do), no request and no worker: every
+line it writes is routine. After a warm-up (the daemon's first sensor ticks), counts the
+lines written over `--seconds` and prints them per minute, with the most frequent line shapes
+(digits and ids masked) so the noisy ones can be named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support import services
+from tests.support.processes import background, read_log
+
+REPO = Path(__file__).resolve().parents[1]
+WARM_UP_SECONDS = 45.0
+_VARYING = re.compile(r"\d{4}-\d\d-\d\d[ T][\d:.,+-]+|[0-9a-f]{8,}|\d+(\.\d+)?")
+
+
+def shape(line: str) -> str:
+    """The line with timestamps, ids and numbers masked."""
+    return _VARYING.sub("#", line.strip())[:140]
+
+
+def measure(seconds: float) -> tuple[int, collections.Counter[str]]:
+    broker, backend = services.redis_urls()
+    services.flush_redis(broker, backend)
+    with tempfile.TemporaryDirectory() as tmp, services.temporary_database("as_bench") as pg:
+        home = Path(tmp) / "dagster_home"
+        home.mkdir()
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        env = {
+            **os.environ,
+            "ALPHASWARM_BROKER_URL": broker,
+            "ALPHASWARM_RESULT_BACKEND": backend,
+            "ALPHASWARM_POSTGRES_URL": pg,
+            "ALPHASWARM_STORAGE_DIR": str(Path(tmp) / "storage"),
+            "DAGSTER_HOME": str(home),
+        }
+        argv = [sys.executable, "-m", "alphaswarm_orch.cli", "daemon", "-w", "workspace.yaml"]
+        with background(argv, env, cwd=str(REPO)) as daemon:
+            time.sleep(WARM_UP_SECONDS)  # a fixed warm-up, not a synchronisation
+            before = len(read_log(daemon).splitlines())
+            time.sleep(seconds)
+            lines = read_log(daemon).splitlines()[before:]
+            if daemon.poll() is not None:
+                raise SystemExit(f"the daemon exited ({daemon.returncode}):\n{read_log(daemon)}")
+    services.flush_redis(broker, backend)
+    return len(lines), collections.Counter(shape(line) for line in lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    count, shapes = measure(args.seconds)
+    print(f"{count * 60 / args.seconds:.0f} lines per minute ({count} in {args.seconds:g} s)")
+    for text, n in shapes.most_common(12):
+        print(f"{n:6d}  {text}")
+
+
+if __name__ == "__main__":
+    main()
