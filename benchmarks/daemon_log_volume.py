@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -38,17 +36,7 @@ def measure(seconds: float) -> tuple[int, collections.Counter[str]]:
     broker, backend = services.redis_urls()
     services.flush_redis(broker, backend)
     with tempfile.TemporaryDirectory() as tmp, services.temporary_database("as_bench") as pg:
-        home = Path(tmp) / "dagster_home"
-        home.mkdir()
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-        env = {
-            **os.environ,
-            "ALPHASWARM_BROKER_URL": broker,
-            "ALPHASWARM_RESULT_BACKEND": backend,
-            "ALPHASWARM_POSTGRES_URL": pg,
-            "ALPHASWARM_STORAGE_DIR": str(Path(tmp) / "storage"),
-            "DAGSTER_HOME": str(home),
-        }
+        env = services.orchestration_env(Path(tmp), (broker, backend), pg)
         argv = [sys.executable, "-m", "alphaswarm_orch.cli", "daemon", "-w", "workspace.yaml"]
         with background(argv, env, cwd=str(REPO)) as daemon:
             time.sleep(WARM_UP_SECONDS)  # a fixed warm-up, not a synchronisation

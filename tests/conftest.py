@@ -7,7 +7,6 @@ next one for results) and throw-away Postgres databases, so suites can run side 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,20 +40,9 @@ def orch_env(
     tmp_path: Path, redis_urls: tuple[str, str], postgres_url: str
 ) -> Iterator[dict[str, str]]:
     """Environment for the production path: Celery over Redis, instance and ledger on Postgres."""
-    broker, backend = redis_urls
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "ALPHASWARM_BROKER_URL": broker,
-        "ALPHASWARM_RESULT_BACKEND": backend,
-        "ALPHASWARM_POSTGRES_URL": postgres_url,
-        "ALPHASWARM_STORAGE_DIR": str(tmp_path / "storage"),
-        "DAGSTER_HOME": str(home),
-    }
+    env = services.orchestration_env(tmp_path, redis_urls, postgres_url)
     yield env
-    services.flush_redis(broker, backend)
+    services.flush_redis(*redis_urls)
 
 
 @pytest.fixture

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg2
 import redis
 
+REPO = Path(__file__).resolve().parents[2]
 REDIS_HOST = os.environ.get("ALPHASWARM_TEST_REDIS_HOST", "127.0.0.1")
 POSTGRES_ADMIN = os.environ.get(
     "ALPHASWARM_TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/test"
@@ -61,3 +64,22 @@ def temporary_database(prefix: str = "as_test") -> Iterator[str]:
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+
+
+def orchestration_env(
+    directory: Path, redis_urls: tuple[str, str], postgres_url: str
+) -> dict[str, str]:
+    """The production path's environment under `directory`: Celery over Redis (broker, result
+    backend), instance and ledger on Postgres, the repo's dagster.yaml in a DAGSTER_HOME."""
+    home = directory / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    broker, backend = redis_urls
+    return {
+        **os.environ,
+        "ALPHASWARM_BROKER_URL": broker,
+        "ALPHASWARM_RESULT_BACKEND": backend,
+        "ALPHASWARM_POSTGRES_URL": postgres_url,
+        "ALPHASWARM_STORAGE_DIR": str(directory / "storage"),
+        "DAGSTER_HOME": str(home),
+    }

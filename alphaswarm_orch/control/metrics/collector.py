@@ -138,28 +138,23 @@ class WorkerCollector(Collector):
             sources.add_metric(["broker"], 0)
             return
         sources.add_metric(["broker"], 1)
-        length = GaugeMetricFamily(
-            "celery_queue_length",
-            "The number of message in broker queue.",
-            labels=["queue_name"],
-        )
-        inflight = GaugeMetricFamily(
-            "alphaswarm_queue_unacked",
-            "Messages delivered to a worker and not yet acknowledged, per queue.",
-            labels=["queue_name"],
-        )
-        steps = GaugeMetricFamily(
-            "alphaswarm_queue_running",
-            "Step tasks running on the queue's workers (what KEDA adds to the queue length).",
-            labels=["queue_name"],
-        )
-        for queue in self.queues:
-            length.add_metric([queue], lengths[queue])
-            inflight.add_metric([queue], unacked.get(queue, 0))
-            steps.add_metric([queue], runs[queue])
-        yield length
-        yield inflight
-        yield steps
+        for name, doc, counts in (
+            ("celery_queue_length", "The number of message in broker queue.", lengths),
+            (
+                "alphaswarm_queue_unacked",
+                "Messages delivered to a worker and not yet acknowledged, per queue.",
+                unacked,
+            ),
+            (
+                "alphaswarm_queue_running",
+                "Step tasks running on the queue's workers (what KEDA adds to the queue length).",
+                runs,
+            ),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["queue_name"])
+            for queue in self.queues:
+                family.add_metric([queue], counts.get(queue, 0))
+            yield family
 
     def _control_series(self, sources: GaugeMetricFamily) -> Iterator[Metric]:
         scopes = {"global": self.settings.kill_switch_key}
