@@ -37,12 +37,11 @@ from alphaswarm_orch.control.metrics.upstream import (
     running,
     worker_state,
 )
+from alphaswarm_orch.queues import SESSION_QUEUES
 from alphaswarm_orch.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SESSION_QUEUES = ("paper", "hft")
-"""Queues whose workers report session metrics."""
 _REDIS_TIMEOUT_SECONDS = 1.0
 _LEDGER_CACHE_SECONDS = 15.0
 

@@ -1,8 +1,8 @@
 """Series derived from Dagster's runs through the ledger: the mirror's lag and quarantine,
 and the sessions per queue and state.
 
-Read only: a ledger that does not exist yet, or is not migrated, gives no series (and is
-neither created nor migrated by a scrape).
+Read only: a scrape neither creates nor migrates the ledger. One that does not exist yet, or
+is not migrated, reads as a mirror that has not run, with no session series.
 """
 
 from __future__ import annotations
