@@ -4,32 +4,51 @@
 
 Starts the daemon on the repo's workspace.yaml and dagster.yaml with a throw-away Postgres
 instance database and empty Redis databases (as the tests do), no request and no worker: every
-line it writes is routine. After a warm-up (the daemon's first sensor ticks), counts the
-lines written over `--seconds` and prints them per minute, with the most frequent line shapes
-(digits and ids masked) so the noisy ones can be named.
+line it writes is routine. Once every sensor has ticked (the ledger mirror every 15 s), counts
+the lines written over `--seconds` and prints them per minute, with the most frequent line
+shapes (digits and ids masked) so the noisy ones can be named.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import dagster as dg
+
 from tests.support import services
 from tests.support.processes import background, read_log
+from tests.support.runs import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-WARM_UP_SECONDS = 45.0
+SENSORS = (
+    "paper_request_sensor",
+    "hft_request_sensor",
+    "terraform_request_sensor",
+    "ledger_mirror_sensor",
+)
 _VARYING = re.compile(r"\d{4}-\d\d-\d\d[ T][\d:.,+-]+|[0-9a-f]{8,}|\d+(\.\d+)?")
 
 
 def shape(line: str) -> str:
     """The line with timestamps, ids and numbers masked."""
     return _VARYING.sub("#", line.strip())[:140]
+
+
+def ticked(instance: dg.DagsterInstance) -> set[str]:
+    """The sensors with a tick so far."""
+    return {
+        state.instigator_name
+        for state in instance.all_instigator_state()
+        if state.instigator_data is not None
+        and getattr(state.instigator_data, "last_tick_timestamp", None)
+    }
 
 
 def measure(seconds: float) -> tuple[int, collections.Counter[str]]:
@@ -39,7 +58,9 @@ def measure(seconds: float) -> tuple[int, collections.Counter[str]]:
         env = services.orchestration_env(Path(tmp), (broker, backend), pg)
         argv = [sys.executable, "-m", "alphaswarm_orch.cli", "daemon", "-w", "workspace.yaml"]
         with background(argv, env, cwd=str(REPO)) as daemon:
-            time.sleep(WARM_UP_SECONDS)  # a fixed warm-up, not a synchronisation
+            os.environ.update(env)  # the instance's storage reads the environment
+            with dg.DagsterInstance.get() as instance:
+                wait_for(lambda: set(SENSORS) <= ticked(instance), 120, "every sensor to tick")
             before = len(read_log(daemon).splitlines())
             time.sleep(seconds)
             lines = read_log(daemon).splitlines()[before:]
