@@ -1,7 +1,8 @@
 """Shared fixtures: real Redis, real Postgres, real worker processes.
 
-Each test process uses its own Redis databases (ALPHASWARM_TEST_REDIS_DB, default 2, and the
-next one for results) and throw-away Postgres databases, so suites can run side by side.
+Each test process (each pytest-xdist worker) uses its own pair of Redis databases
+(ALPHASWARM_TEST_REDIS_DB, default 2, and the next one for results; the next pair per xdist
+worker) and throw-away Postgres databases, so suites can run side by side.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 Two paper sessions and one HFT session run on the "first" worker of their queue while a
 spare worker waits. SIGTERM (a rollout or scale-in) and `worker drain` (preStop) hand them
-over, SIGKILL (node loss) has them resumed, and freezing the processes of two paper
-sessions (so that their runs re-submit the steps while the old ones still live) shows the
-old steps cannot write once the new ones own the sessions. Every time: 0 ticks lost, 0
-duplicate fills, cash and positions equal to the fills, and the sessions keep consuming with
-nobody re-executing anything. Two paper sessions launched by the daemon keep consuming across
-three daemon rollouts that kill the daemon's processes, their steps never started again.
+over, SIGKILL (node loss) has them resumed, one after the other on one cluster, and
+freezing the processes of two paper sessions (so that their runs re-submit the steps while
+the old ones still live) shows the old steps cannot write once the new ones own the
+sessions. Every time: 0 ticks lost, 0 duplicate fills, cash and positions equal to the
+fills, and the sessions keep consuming with nobody re-executing anything. Two paper sessions
+launched by the daemon keep consuming across three daemon rollouts that kill the daemon's
+processes, their steps never started again.
 """
 
 from __future__ import annotations
@@ -60,39 +61,43 @@ def finish(cluster: Cluster) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("disruption", ["sigterm", "drain", "sigkill"])
-def test_sessions_continue_on_the_spare_worker(
-    orch_env: dict[str, str], start_worker, tmp_path: Path, disruption: str
+def test_sessions_continue_on_a_spare_worker_through_sigterm_drain_and_sigkill(
+    orch_env: dict[str, str], start_worker, tmp_path: Path
 ) -> None:
+    """One cluster lives through the three disruptions in turn, each time with a new spare
+    worker waiting: SIGTERM and drain hand the sessions over, SIGKILL has them resumed."""
     migrate(orch_env["ALPHASWARM_POSTGRES_URL"])  # lets the test read the tables at once
     cluster = Cluster(orch_env, tmp_path, start_worker)
     try:
-        first = {queue: cluster.worker(queue, "first") for queue in ("paper", "hft")}
+        owners = {queue: cluster.worker(queue, "first") for queue in ("paper", "hft")}
         sessions = [cluster.launch(family) for family in FAMILIES]
         for session in sessions:
-            cluster.wait_on(session, first[session.family].node, ("running",))
+            cluster.wait_on(session, owners[session.family].node, ("running",))
         cluster.start_ticks()
         cluster.wait_first_ticks()
-        spare = {queue: cluster.worker(queue, "spare") for queue in ("paper", "hft")}
 
-        exits = {q: DISRUPTIONS[disruption](w, cluster.env) for q, w in first.items()}
-        if disruption != "sigkill":  # the sessions let the worker go at once
-            assert None not in exits.values(), f"a worker kept its sessions: {exits}"
-        for session in sessions:
-            cluster.wait_on(session, spare[session.family].node, ("resumed",))
-            keeps_consuming(cluster, session)
+        for disruption in ("sigterm", "drain", "sigkill"):
+            spare = {queue: cluster.worker(queue, f"after-{disruption}") for queue in owners}
+            exits = {q: DISRUPTIONS[disruption](w, cluster.env) for q, w in owners.items()}
+            if disruption != "sigkill":  # the sessions let the worker go at once
+                assert None not in exits.values(), f"{disruption}: a worker kept its sessions"
+            for session in sessions:
+                cluster.wait_on(session, spare[session.family].node, ("resumed",))
+                keeps_consuming(cluster, session)
+            owners = spare
         assert finish(cluster) == []
         for session in sessions:
             row = cluster.row(session)
             assert row is not None and row["status"] == "stopped"
-            counts = (row["handoffs"], row["losses"], row["resumes"])
-            assert counts == ((0, 1, 1) if disruption == "sigkill" else (1, 0, 1)), counts
+            # Two hand-offs (SIGTERM, drain), one loss (SIGKILL), each ended by a resume.
+            assert (row["handoffs"], row["losses"], row["resumes"]) == (2, 1, 3), row
         # Every paper/hft worker reports the queue's sessions (read from the ledger and leases).
-        kind = "losses" if disruption == "sigkill" else "handoffs"
-        for queue, sessions_of_queue in (("paper", 2), ("hft", 1)):
-            samples = scrape(spare[queue].metrics_port)
-            for metric in (f"alphaswarm_session_{kind}_total", "alphaswarm_session_resumes_total"):
-                assert sample(samples, metric, queue_name=queue) == sessions_of_queue, metric
+        for queue, count in (("paper", 2), ("hft", 1)):
+            samples = scrape(owners[queue].metrics_port)
+            expected = {"handoffs": 2 * count, "losses": count, "resumes": 3 * count}
+            for kind, total in expected.items():
+                metric = f"alphaswarm_session_{kind}_total"
+                assert sample(samples, metric, queue_name=queue) == total, metric
             assert sample(samples, "alphaswarm_sessions", queue_name=queue) == 0  # all stopped
     finally:
         cluster.close()

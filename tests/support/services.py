@@ -20,7 +20,14 @@ POSTGRES_ADMIN = os.environ.get(
 
 
 def redis_urls() -> tuple[str, str]:
-    db = int(os.environ.get("ALPHASWARM_TEST_REDIS_DB", "2"))
+    """(broker, result backend) databases of this test process.
+
+    ALPHASWARM_TEST_REDIS_DB (default 2) is the first database; each pytest-xdist worker
+    (PYTEST_XDIST_WORKER = gw0, gw1, ...) takes the next pair, so workers never share a database.
+    """
+    base = int(os.environ.get("ALPHASWARM_TEST_REDIS_DB", "2"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    db = base + 2 * int(worker.removeprefix("gw") or 0)
     return f"redis://{REDIS_HOST}:6379/{db}", f"redis://{REDIS_HOST}:6379/{db + 1}"
 
 
@@ -29,6 +36,11 @@ def flush_redis(*urls: str) -> None:
         client = redis.Redis.from_url(url, socket_connect_timeout=2)
         try:
             client.flushdb()
+        except redis.ResponseError as exc:
+            raise RuntimeError(
+                f"Redis at {url}: {exc}; ALPHASWARM_TEST_REDIS_DB plus two per pytest-xdist "
+                "worker must stay below the server's `databases` setting (default 16)"
+            ) from exc
         except redis.ConnectionError as exc:
             raise RuntimeError(
                 f"Redis at {url} is unreachable ({exc}); start it with: redis-server "
