@@ -48,6 +48,7 @@ from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
 from dagster_celery.core_execution_loop import DELEGATE_MARKER
 
+from alphaswarm_orch.control.guard import run_ended_check
 from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.execution.liveness import StepWatch, admission, worker_identity
 from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
@@ -172,11 +173,6 @@ def _check_code_version(job: LoadedJob, run: dg.DagsterRun, where: str) -> None:
         )
 
 
-def _run_ended(instance: dg.DagsterInstance, run_id: str) -> bool:
-    run = instance.get_run_by_id(run_id)
-    return run is None or run.is_finished
-
-
 def _error(exc_info: Any) -> dict[str, Any]:
     return {"events": [], "error": serialize_value(serializable_error_info_from_exc_info(exc_info))}
 
@@ -201,7 +197,7 @@ def execute_step(
             if run is None:
                 raise StepRefused(f"run {args.run_id} is not in the Dagster instance")
             _check_code_version(job, run, f"worker {identity}")
-            watch.watch_run(lambda: _run_ended(instance, args.run_id))
+            watch.watch_run(run_ended_check(instance, args.run_id))
             plan = create_execution_plan(
                 job.recon_job,
                 run.run_config,
