@@ -21,9 +21,10 @@ from alphaswarm_orch.control.keys import tick_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.defs.hft import hft_request_sensor
 from alphaswarm_orch.defs.paper import paper_request_sensor, paper_session_job
+from alphaswarm_orch.ledger.db import migrate
 from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.requests import HftStart, append_request
-from alphaswarm_orch.sessions.simulator import metadata, paper_sessions, paper_ticks
+from alphaswarm_orch.sessions.simulator import paper_sessions, paper_ticks
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.settings import Settings
 from tests.sessions.conftest import paper_start, production_env
@@ -179,7 +180,8 @@ def test_running_session_stops_within_a_tick_and_the_refusal_is_recorded(
         )
     )
     engine = sa.create_engine(env["ALPHASWARM_POSTGRES_URL"])
-    metadata.create_all(engine)  # what the session does first; lets this test poll at once
+    # The ledger migrations, as the session runs them first: lets this test poll at once.
+    migrate(env["ALPHASWARM_POSTGRES_URL"])
     runner.start()
     try:
         for i in range(20):
