@@ -75,7 +75,8 @@ class LoadedJob:
 
 _instances: dict[str, dg.DagsterInstance] = {}
 _jobs: dict[str, LoadedJob] = {}
-_kill_switch: list[KillSwitch | None] = []
+_kill_switch: list[KillSwitch] = []
+"""The worker's kill switch (`register_tasks`), if it has a Redis to read it from."""
 _loading = threading.RLock()
 """Held while the caches are filled: a step waits for the warm-up rather than racing it."""
 
@@ -156,13 +157,6 @@ def start_warm_up(code_location_module: str) -> threading.Thread:
     return thread
 
 
-def _kill_switch_for_worker() -> KillSwitch | None:
-    if not _kill_switch:
-        settings = Settings.from_env()
-        _kill_switch.append(KillSwitch.from_settings(settings) if settings.redis_url else None)
-    return _kill_switch[0]
-
-
 def _check_code_version(job: LoadedJob, run: dg.DagsterRun, where: str) -> None:
     if run.job_snapshot_id is not None and run.job_snapshot_id != job.snapshot_id:
         raise StepRefused(
@@ -205,8 +199,7 @@ def execute_step(
                 known_state=args.known_state,
             )
             queue = plan.get_step_by_key(step_key).tags.get(QUEUE_TAG, DEFAULT_QUEUE)
-            kill_switch = _kill_switch_for_worker()
-            if kill_switch is not None:
+            for kill_switch in _kill_switch:
                 kill_switch.check(f"step {step_key}", queue=queue)
         except Exception:
             return _error(sys.exc_info())
@@ -253,8 +246,10 @@ def _restore_sigterm(handler: Any) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def register_tasks(app: Celery) -> None:
-    """Register the step task on the worker's Celery `app`."""
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Register the step task on the worker's Celery `app`; steps check the kill switch of
+    the worker's `settings` (read once, at worker start; the pool processes inherit it)."""
+    _kill_switch[:] = [KillSwitch.from_settings(settings)] if settings.redis_url else []
     app.task(
         bind=True,
         name=TASK_EXECUTE_PLAN_NAME,

@@ -16,9 +16,9 @@ from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.definitions import build_definitions
 from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.routing import step_queues
-from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.settings import WORKFLOWS_DIR, Settings
 from alphaswarm_orch.tags import WORKLOAD_TAG
-from alphaswarm_orch.workflows.spec import MAX_CHAIN, WORKFLOWS_DIR, WorkflowSpecError
+from alphaswarm_orch.workflows.spec import MAX_CHAIN, WorkflowSpecError
 from tests.support.switches import write_switch
 from tests.workflows.test_spec import VALID, reversed_chain, write
 
