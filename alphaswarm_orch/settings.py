@@ -30,6 +30,10 @@ TERRAFORM_ROOT = "ALPHASWARM_TERRAFORM_ROOT"
 TERRAFORM_WORKSPACES = "ALPHASWARM_TERRAFORM_WORKSPACES"
 WORKER_INCLUDE = "ALPHASWARM_WORKER_INCLUDE"
 
+RESOURCE_KEY = "alphaswarm_settings"
+"""The Dagster resource key the code location binds its Settings to: ops and sensors take
+them as a parameter of this name (`dg.ResourceParam[Settings]`) instead of re-reading."""
+
 DEFAULT_STORAGE_DIR = "./.alphaswarm"
 DEFAULT_KILL_SWITCH_KEY = "alphaswarm:kill_switch"
 DEFAULT_METRICS_PORT = 9100

@@ -64,10 +64,14 @@ def build_session_job(family: str) -> dg.JobDefinition:
     source = f"{family}_session"
 
     @dg.op(name=source, tags=queue_tags(family), retry_policy=SESSION_RETRY_POLICY)
-    def session_op(context: dg.OpExecutionContext, config: SessionConfig) -> dict[str, object]:
+    def session_op(
+        context: dg.OpExecutionContext,
+        config: SessionConfig,
+        alphaswarm_settings: dg.ResourceParam[Settings],
+    ) -> dict[str, object]:
         """Run the session loop with the paper simulator as the tick handler."""
         try:
-            return _run_session(context, family, source, config)
+            return _run_session(context, family, source, config, alphaswarm_settings)
         except (dg.RetryRequested, dg.Failure):
             raise
         except Exception as exc:
@@ -87,9 +91,12 @@ def build_session_job(family: str) -> dg.JobDefinition:
 
 
 def _run_session(
-    context: dg.OpExecutionContext, family: str, source: str, config: SessionConfig
+    context: dg.OpExecutionContext,
+    family: str,
+    source: str,
+    config: SessionConfig,
+    settings: Settings,
 ) -> dict[str, object]:
-    settings = Settings.from_env()
     start = start_request(family, config)
     where = f"step {context.op_handle} of run {context.run_id}"
     refuse_while_killed(

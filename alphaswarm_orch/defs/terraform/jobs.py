@@ -35,11 +35,11 @@ class ApplyConfig(dg.Config):
     )
 
 
-def _refuse_while_killed(context: dg.OpExecutionContext, where: str) -> None:
+def _refuse_while_killed(context: dg.OpExecutionContext, settings: Settings, where: str) -> None:
     """Apply and destroy change infrastructure: refused (and recorded) while the switch is set."""
     refuse_step(
         context,
-        Settings.from_env(),
+        settings,
         where=where,
         queue=QUEUE,
         request_id=context.run.tags.get(REQUEST_ID_TAG),
@@ -110,10 +110,13 @@ def terraform_plan(
 
 @dg.op(tags=queue_tags(QUEUE), out=dg.Out(dict, description="Summary and redacted outputs."))
 def terraform_apply(
-    context: dg.OpExecutionContext, config: ApplyConfig, terraform: TerraformResource
+    context: dg.OpExecutionContext,
+    config: ApplyConfig,
+    terraform: TerraformResource,
+    alphaswarm_settings: dg.ResourceParam[Settings],
 ) -> dict[str, Any]:
     """Apply exactly the saved plan `plan_id`; refused if stale, applied before, or killed."""
-    _refuse_while_killed(context, "terraform apply")
+    _refuse_while_killed(context, alphaswarm_settings, "terraform apply")
     runtime = terraform.runtime(on_line=context.log.info)
     with _terraform_failures():
         result = runtime.apply(
@@ -127,10 +130,13 @@ def terraform_apply(
 
 @dg.op(tags=queue_tags(QUEUE), out=dg.Out(dict, description="Summary and redacted outputs."))
 def terraform_destroy(
-    context: dg.OpExecutionContext, config: PlanConfig, terraform: TerraformResource
+    context: dg.OpExecutionContext,
+    config: PlanConfig,
+    terraform: TerraformResource,
+    alphaswarm_settings: dg.ResourceParam[Settings],
 ) -> dict[str, Any]:
     """Destroy everything a workspace manages (a destroy plan under this run's id, applied)."""
-    _refuse_while_killed(context, "terraform destroy")
+    _refuse_while_killed(context, alphaswarm_settings, "terraform destroy")
     runtime = terraform.runtime(on_line=context.log.info)
     with _terraform_failures():
         result = runtime.destroy(

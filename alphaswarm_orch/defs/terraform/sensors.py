@@ -87,9 +87,9 @@ def request_problem(
     description=f"Launches terraform plan/apply/destroy runs from {request_stream(FAMILY)}.",
 )
 def terraform_request_sensor(
-    context: dg.SensorEvaluationContext,
+    context: dg.SensorEvaluationContext, alphaswarm_settings: dg.ResourceParam[Settings]
 ) -> dg.SensorResult | dg.SkipReason:
-    settings = Settings.from_env()
+    settings = alphaswarm_settings
     if settings.redis_url is None:
         return dg.SkipReason("no Redis configured: set ALPHASWARM_REDIS_URL to read requests")
     workspaces = parse_workspace_list(settings.terraform_workspaces)
