@@ -26,6 +26,27 @@ def test_default_storage_dir_is_dot_alphaswarm() -> None:
     assert Settings.from_env({}).storage_dir == (Path.cwd() / ".alphaswarm")
 
 
+def test_the_variables_read_beside_the_urls_are_typed_with_defaults(tmp_path: Path) -> None:
+    defaults = Settings.from_env({})
+    assert defaults.visibility_timeout == 12 * 60 * 60
+    assert defaults.workflows_dir is None and defaults.terraform_root is None
+    assert (defaults.terraform_workspaces, defaults.worker_include) == ("", ())
+    settings = Settings.from_env(
+        {
+            "ALPHASWARM_VISIBILITY_TIMEOUT": "600",
+            "ALPHASWARM_WORKFLOWS_DIR": str(tmp_path),
+            "ALPHASWARM_TERRAFORM_ROOT": "/srv/terraform",
+            "ALPHASWARM_TERRAFORM_WORKSPACES": "network, data",
+            "ALPHASWARM_WORKER_INCLUDE": " tests.a, ,tests.b ",
+        }
+    )
+    assert settings.visibility_timeout == 600
+    assert settings.workflows_dir == tmp_path
+    assert settings.terraform_root == Path("/srv/terraform")
+    assert settings.terraform_workspaces == "network, data"
+    assert settings.worker_include == ("tests.a", "tests.b")
+
+
 def test_production_values_and_derivations() -> None:
     settings = Settings.from_env(
         {

@@ -1,10 +1,10 @@
 """The run guard: the one answer to "has this run ended?" and "may this work start?".
 
 Every op that waits on something outside Dagster (terraform, Airbyte, a dispatched task), the
-executor's run loop and its workers ask `run_ended`; every op that refuses work under the
-kill switch goes through `refuse_while_killed` (or `refuse_step` in an op body), which reads
-the switch under its fail-closed rule (`kill_switch.engaged_states`) and records the refusal
-in the ledger once per episode of the switch.
+executor's run loop and its workers ask `run_ended`. An op refuses work under the kill switch
+through `refuse_while_killed` (or `refuse_step` in an op body), which reads the switch under
+its fail-closed rule (`kill_switch.engaged_states`); ops and request sensors record their
+refusals in the ledger through `record_refusal_once`: once per episode of the switch.
 """
 
 from __future__ import annotations
