@@ -7,7 +7,7 @@ import dagster as dg
 from alphaswarm_orch.defs import hft, ingestion, ledger, paper, smoke, terraform, workflows
 from alphaswarm_orch.execution.executor import executor_for
 from alphaswarm_orch.routing import check_routing
-from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.settings import RESOURCE_KEY, Settings
 
 DOMAINS = (smoke, workflows, terraform, ingestion, paper, hft, ledger)
 
@@ -22,7 +22,11 @@ warnings.filterwarnings(
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    domain_defs = dg.Definitions.merge(*(domain.build_defs(settings) for domain in DOMAINS))
+    domain_defs = dg.Definitions.merge(
+        *(domain.build_defs(settings) for domain in DOMAINS),
+        # The settings, read once per process, for the ops and sensors that need them.
+        dg.Definitions(resources={RESOURCE_KEY: settings}),
+    )
     check_routing(domain_defs)
     # Only apply these settings once: the executor and the IO manager every step shares.
     return dg.Definitions.merge(

@@ -24,12 +24,25 @@ KILL_SWITCH_KEY = "ALPHASWARM_KILL_SWITCH_KEY"
 METRICS_PORT = "ALPHASWARM_METRICS_PORT"
 SENSOR_LOOP_SECONDS = "ALPHASWARM_SENSOR_LOOP_SECONDS"
 INGESTION_CONFIG = "ALPHASWARM_INGESTION_CONFIG"
+VISIBILITY_TIMEOUT = "ALPHASWARM_VISIBILITY_TIMEOUT"
+WORKFLOWS_DIR = "ALPHASWARM_WORKFLOWS_DIR"
+TERRAFORM_ROOT = "ALPHASWARM_TERRAFORM_ROOT"
+TERRAFORM_WORKSPACES = "ALPHASWARM_TERRAFORM_WORKSPACES"
+WORKER_INCLUDE = "ALPHASWARM_WORKER_INCLUDE"
+
+RESOURCE_KEY = "alphaswarm_settings"
+"""The Dagster resource key the code location binds its Settings to: ops and sensors take
+them as a parameter of this name (`dg.ResourceParam[Settings]`) instead of re-reading."""
 
 DEFAULT_STORAGE_DIR = "./.alphaswarm"
 DEFAULT_KILL_SWITCH_KEY = "alphaswarm:kill_switch"
 DEFAULT_METRICS_PORT = 9100
 DEFAULT_SENSOR_LOOP_SECONDS = 0.5
 SENSOR_LOOP_RANGE = (0.1, 30.0)
+# A step can run for hours (a paper session is one step), so Redis must not redeliver an
+# unacknowledged message while its worker is still alive and working on it. The price: a
+# message whose worker was SIGKILLed comes back only after this long.
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
 
 _REDIS_SCHEMES = ("redis", "rediss")
 _POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
@@ -53,6 +66,16 @@ class Settings:
     sensor_loop_seconds: float = DEFAULT_SENSOR_LOOP_SECONDS
     """Period of dagster-daemon's sensor loop under `alphaswarm-orch daemon` (Dagster: 5 s)."""
     ingestion_config: Path | None = None  # ALPHASWARM_INGESTION_CONFIG: the connections file
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+    """Seconds before Redis hands an unacknowledged message to another worker."""
+    workflows_dir: Path | None = None
+    """The folder of workflow specs; None: the examples shipped in the package."""
+    terraform_root: Path | None = None
+    """Directory holding one sub-directory per terraform workspace."""
+    terraform_workspaces: str = ""
+    """The terraform allow-list as written (comma-separated workspace names)."""
+    worker_include: tuple[str, ...] = ()
+    """Extra task modules a worker imports (tests register small tasks)."""
 
     @property
     def embedded(self) -> bool:
@@ -147,6 +170,20 @@ class Settings:
                     f"seconds from {low:g} to {high:g} (default {DEFAULT_SENSOR_LOOP_SECONDS:g})"
                 )
 
+        timeout_raw = get(VISIBILITY_TIMEOUT)
+        timeout = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+        if timeout_raw is not None:
+            if not is_ascii_digits(timeout_raw) or int(timeout_raw) < 1:
+                raise SettingsError(
+                    f"{VISIBILITY_TIMEOUT}={timeout_raw!r} is not a number of seconds: set it "
+                    f"above the longest task's run time (default "
+                    f"{DEFAULT_VISIBILITY_TIMEOUT_SECONDS})"
+                )
+            timeout = int(timeout_raw)
+
+        workflows = get(WORKFLOWS_DIR)
+        terraform_root = get(TERRAFORM_ROOT)
+        include = get(WORKER_INCLUDE) or ""
         return cls(
             broker_url=broker,
             result_backend=backend,
@@ -158,6 +195,11 @@ class Settings:
             metrics_port=metrics_port,
             sensor_loop_seconds=sensor_loop,
             ingestion_config=Path(raw).expanduser() if (raw := get(INGESTION_CONFIG)) else None,
+            visibility_timeout=timeout,
+            workflows_dir=expand_path(WORKFLOWS_DIR, workflows) if workflows else None,
+            terraform_root=Path(terraform_root) if terraform_root else None,
+            terraform_workspaces=get(TERRAFORM_WORKSPACES) or "",
+            worker_include=tuple(m.strip() for m in include.split(",") if m.strip()),
         )
 
 

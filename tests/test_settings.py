@@ -2,9 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from alphaswarm_orch.execution.celery_config import VISIBILITY_TIMEOUT_ENV, visibility_timeout
-from alphaswarm_orch.settings import Settings, SettingsError, redacted, sqlalchemy_url
-from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR, workflows_dir
+from alphaswarm_orch.settings import (
+    VISIBILITY_TIMEOUT,
+    WORKFLOWS_DIR,
+    Settings,
+    SettingsError,
+    redacted,
+    sqlalchemy_url,
+)
 
 
 def test_embedded_default_needs_nothing(tmp_path: Path) -> None:
@@ -19,6 +24,27 @@ def test_embedded_default_needs_nothing(tmp_path: Path) -> None:
 
 def test_default_storage_dir_is_dot_alphaswarm() -> None:
     assert Settings.from_env({}).storage_dir == (Path.cwd() / ".alphaswarm")
+
+
+def test_the_variables_read_beside_the_urls_are_typed_with_defaults(tmp_path: Path) -> None:
+    defaults = Settings.from_env({})
+    assert defaults.visibility_timeout == 12 * 60 * 60
+    assert defaults.workflows_dir is None and defaults.terraform_root is None
+    assert (defaults.terraform_workspaces, defaults.worker_include) == ("", ())
+    settings = Settings.from_env(
+        {
+            "ALPHASWARM_VISIBILITY_TIMEOUT": "600",
+            "ALPHASWARM_WORKFLOWS_DIR": str(tmp_path),
+            "ALPHASWARM_TERRAFORM_ROOT": "/srv/terraform",
+            "ALPHASWARM_TERRAFORM_WORKSPACES": "network, data",
+            "ALPHASWARM_WORKER_INCLUDE": " tests.a, ,tests.b ",
+        }
+    )
+    assert settings.visibility_timeout == 600
+    assert settings.workflows_dir == tmp_path
+    assert settings.terraform_root == Path("/srv/terraform")
+    assert settings.terraform_workspaces == "network, data"
+    assert settings.worker_include == ("tests.a", "tests.b")
 
 
 def test_production_values_and_derivations() -> None:
@@ -114,13 +140,13 @@ def test_a_ledger_file_is_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", ["\u0669\u0660\u0660", "1\u00b2", "0", "-5", "12h"])
 def test_visibility_timeout_names_the_variable_and_value(value: str) -> None:
     with pytest.raises(SettingsError, match="is not a number of seconds") as excinfo:
-        visibility_timeout({VISIBILITY_TIMEOUT_ENV: value})
-    assert f"{VISIBILITY_TIMEOUT_ENV}={value!r}" in str(excinfo.value)
-    assert visibility_timeout({VISIBILITY_TIMEOUT_ENV: "600"}) == 600
+        Settings.from_env({VISIBILITY_TIMEOUT: value})
+    assert f"{VISIBILITY_TIMEOUT}={value!r}" in str(excinfo.value)
+    assert Settings.from_env({VISIBILITY_TIMEOUT: "600"}).visibility_timeout == 600
 
 
 def test_workflows_dir_with_an_unknown_user_names_the_variable() -> None:
     value = "~nosuchuser-alphaswarm/specs"
     with pytest.raises(SettingsError, match="cannot expand '~'") as excinfo:
-        workflows_dir({WORKFLOWS_DIR: value})
+        Settings.from_env({WORKFLOWS_DIR: value})
     assert f"{WORKFLOWS_DIR}={value!r}" in str(excinfo.value)

@@ -54,6 +54,8 @@ def worker_handoff_key(node: str) -> str:
     return f"alphaswarm:worker:{node}:handoff"
 
 
-def refusal_episode_key(source: str, queue: str) -> str:
-    """The kill-switch episode `source` last recorded a refusal for, on `queue`."""
-    return f"alphaswarm:refusals:{source}:{queue}"
+def refusal_episode_key(source: str, queue: str, run_id: str | None = None) -> str:
+    """The kill-switch episode `source` last recorded a refusal for, on `queue` (for one run,
+    when `run_id` is given)."""
+    base = f"alphaswarm:refusals:{source}:{queue}"
+    return base if run_id is None else f"{base}:{run_id}"

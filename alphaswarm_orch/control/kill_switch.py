@@ -51,7 +51,7 @@ class KillSwitchState:
     reason: str
     episode: str
     """Identity of what was read (key, type, value or error): it changes when the switch is
-    set to another value or type. Refusals are recorded once per episode."""
+    set to another value or type. Refusals are recorded once per episode (`guard`)."""
     unreadable: bool = False
     """Engaged because the key could not be read (Redis down, an error reply ...)."""
 
@@ -90,38 +90,6 @@ class KillSwitch:
         state = self.state(queue)
         if state is not None:
             raise KillSwitchEngaged(state.key, state.reason, where)
-
-    def refuse_step(
-        self,
-        settings: Settings,
-        *,
-        source: str,
-        where: str,
-        queue: str | None,
-        run_id: str | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        """`check`, and record the refusal in the ledger before raising.
-
-        For op bodies: it works under any executor (in-process, multiprocess, Celery), so a
-        step refuses to start while the switch is set whoever runs it.
-        """
-        try:
-            self.check(where, queue)
-        except KillSwitchEngaged as exc:
-            # Imported here: the ledger brings SQLAlchemy and Alembic, which `kill-switch`
-            # on/off/status (an emergency stop) must not wait for.
-            from alphaswarm_orch.ledger.refusals import record_refusal
-
-            record_refusal(
-                settings,
-                source=source,
-                reason=str(exc),
-                queue=queue,
-                run_id=run_id,
-                request_id=request_id,
-            )
-            raise
 
     def engage(self, reason: str, queue: str | None = None) -> None:
         if not reason.strip():

@@ -6,42 +6,21 @@ makes "nothing is lost" true on Redis; each says why it is set.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from celery.signals import before_task_publish
 
 from alphaswarm_orch.queues import DEFAULT_QUEUE
-from alphaswarm_orch.settings import Settings, SettingsError, is_ascii_digits
-
-VISIBILITY_TIMEOUT_ENV = "ALPHASWARM_VISIBILITY_TIMEOUT"
-# A step can run for hours (a paper session is one step), so Redis must not redeliver an
-# unacknowledged message while its worker is still alive and working on it. The price: a
-# message whose worker was SIGKILLed comes back only after this long.
-VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
+from alphaswarm_orch.settings import Settings
 
 SENT_AT_HEADER = "alphaswarm_sent_at"
 """Message header with the publish time (epoch seconds): the worker's queue-wait metric."""
 
 
-def visibility_timeout(env: dict[str, str] | None = None) -> int:
-    """Seconds before Redis hands an unacknowledged message to another worker."""
-    raw = (os.environ if env is None else env).get(VISIBILITY_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return VISIBILITY_TIMEOUT_SECONDS
-    if not is_ascii_digits(raw) or int(raw) < 1:
-        raise SettingsError(
-            f"{VISIBILITY_TIMEOUT_ENV}={raw!r} is not a number of seconds: set it above the "
-            f"longest task's run time (default {VISIBILITY_TIMEOUT_SECONDS})"
-        )
-    return int(raw)
-
-
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery `config_source` for this code location (broker and backend passed separately)."""
     before_task_publish.connect(_stamp_sent_at, weak=False, dispatch_uid=SENT_AT_HEADER)
-    timeout = visibility_timeout()
     return {
         "task_default_queue": DEFAULT_QUEUE,
         "task_default_priority": 5,
@@ -60,11 +39,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry": True,
         "broker_connection_max_retries": None,
         "broker_transport_options": {
-            "visibility_timeout": timeout,
+            "visibility_timeout": settings.visibility_timeout,
             # Every worker sweeps for messages whose visibility timeout expired (their worker
             # died) every ~10 s, sooner for short timeouts: kombu's default only scans on
             # every 10th 10 s tick, adding up to 100 s before a lost task comes back.
-            "unacked_restore_interval": min(10, max(1, timeout // 10)),
+            "unacked_restore_interval": min(10, max(1, settings.visibility_timeout // 10)),
             "unacked_restore_throttle": 1,
             "max_retries": 3,
             "interval_start": 0,

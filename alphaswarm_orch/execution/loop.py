@@ -42,6 +42,7 @@ from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
 from dagster_celery.core_execution_loop import DELEGATE_MARKER
 from dagster_shared.serdes import deserialize_value
 
+from alphaswarm_orch.control.guard import run_ended
 from alphaswarm_orch.execution import liveness, running
 from alphaswarm_orch.execution.priority import dagster_priority, redis_priority
 from alphaswarm_orch.execution.redis_queues import queue_length
@@ -62,8 +63,6 @@ SLOT_WAIT_SECONDS = 10.0
 
 STOP_TIMEOUT_SECONDS = 60.0
 """After termination, how long running steps get to stop before the loop stops waiting."""
-
-_TERMINATING = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 
 
 @dataclass
@@ -382,8 +381,7 @@ class _Run:
         )
 
     def _cancel_requested(self) -> bool:
-        current = self.context.instance.get_run_by_id(self.context.run_id)
-        return current is not None and current.status in _TERMINATING
+        return run_ended(self.context.instance, self.context.run_id)
 
     def _stop(self, active: ActiveExecution) -> Iterator[DagsterEvent]:
         self.stopping = True

@@ -48,6 +48,7 @@ from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
 from dagster_celery.core_execution_loop import DELEGATE_MARKER
 
+from alphaswarm_orch.control.guard import run_ended_check
 from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.execution.liveness import StepWatch, admission, worker_identity
 from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
@@ -74,7 +75,8 @@ class LoadedJob:
 
 _instances: dict[str, dg.DagsterInstance] = {}
 _jobs: dict[str, LoadedJob] = {}
-_kill_switch: list[KillSwitch | None] = []
+_kill_switch: list[KillSwitch] = []
+"""The worker's kill switch (`register_tasks`), if it has a Redis to read it from."""
 _loading = threading.RLock()
 """Held while the caches are filled: a step waits for the warm-up rather than racing it."""
 
@@ -155,13 +157,6 @@ def start_warm_up(code_location_module: str) -> threading.Thread:
     return thread
 
 
-def _kill_switch_for_worker() -> KillSwitch | None:
-    if not _kill_switch:
-        settings = Settings.from_env()
-        _kill_switch.append(KillSwitch.from_settings(settings) if settings.redis_url else None)
-    return _kill_switch[0]
-
-
 def _check_code_version(job: LoadedJob, run: dg.DagsterRun, where: str) -> None:
     if run.job_snapshot_id is not None and run.job_snapshot_id != job.snapshot_id:
         raise StepRefused(
@@ -170,11 +165,6 @@ def _check_code_version(job: LoadedJob, run: dg.DagsterRun, where: str) -> None:
             f"({run.job_snapshot_id[:12]}). Workers load code once: restart them on every "
             "code deploy, then re-execute the run."
         )
-
-
-def _run_ended(instance: dg.DagsterInstance, run_id: str) -> bool:
-    run = instance.get_run_by_id(run_id)
-    return run is None or run.is_finished
 
 
 def _error(exc_info: Any) -> dict[str, Any]:
@@ -201,7 +191,7 @@ def execute_step(
             if run is None:
                 raise StepRefused(f"run {args.run_id} is not in the Dagster instance")
             _check_code_version(job, run, f"worker {identity}")
-            watch.watch_run(lambda: _run_ended(instance, args.run_id))
+            watch.watch_run(run_ended_check(instance, args.run_id))
             plan = create_execution_plan(
                 job.recon_job,
                 run.run_config,
@@ -209,8 +199,7 @@ def execute_step(
                 known_state=args.known_state,
             )
             queue = plan.get_step_by_key(step_key).tags.get(QUEUE_TAG, DEFAULT_QUEUE)
-            kill_switch = _kill_switch_for_worker()
-            if kill_switch is not None:
+            for kill_switch in _kill_switch:
                 kill_switch.check(f"step {step_key}", queue=queue)
         except Exception:
             return _error(sys.exc_info())
@@ -257,8 +246,10 @@ def _restore_sigterm(handler: Any) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def register_tasks(app: Celery) -> None:
-    """Register the step task on the worker's Celery `app`."""
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Register the step task on the worker's Celery `app`; steps check the kill switch of
+    the worker's `settings` (read once, at worker start; the pool processes inherit it)."""
+    _kill_switch[:] = [KillSwitch.from_settings(settings)] if settings.redis_url else []
     app.task(
         bind=True,
         name=TASK_EXECUTE_PLAN_NAME,

@@ -39,25 +39,21 @@ log = logging.getLogger(__name__)
 
 CODE_LOCATION_MODULE = "alphaswarm_orch.definitions"
 
-INCLUDE_ENV = "ALPHASWARM_WORKER_INCLUDE"
-"""Extra task modules for the worker to import, comma-separated (tests register small tasks)."""
-
 
 def make_worker_app(settings: Settings) -> Celery:
     """The Celery app workers run: dagster-celery's step task, our broker and settings."""
-    include = [m.strip() for m in os.environ.get(INCLUDE_ENV, "").split(",") if m.strip()]
     app = make_app(
         {
             "broker": settings.require_broker("the worker"),
             "backend": settings.result_backend,
-            "include": include,
+            "include": list(settings.worker_include),
             "config_source": celery_config(settings),
             "events": metrics.MeteredEvents,
         }
     )
     app.conf.worker_consumer = f"{health.__name__}:HeartbeatConsumer"
     app.steps["consumer"].add(health.HeartbeatStep)
-    register_tasks(app)
+    register_tasks(app, settings)
     return app
 
 

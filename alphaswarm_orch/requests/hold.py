@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from alphaswarm_orch.control.keys import refusal_episode_key, request_stream
+from alphaswarm_orch.control.guard import clear_episode, record_refusal_once, refusal_recorded
+from alphaswarm_orch.control.keys import request_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch
-from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.settings import Settings
 
 REQUEST_SENSOR_INTERVAL_SECONDS = 1
@@ -28,23 +28,23 @@ def kill_switch_hold(
     The refusal is recorded in the ledger once per episode of the switch (until it is cleared,
     or set to another value), and only once requests are waiting past `cursor`, so a sensor
     that skips every second writes one row per incident, not one per tick. The episode
-    recorded is kept in Redis (`refusal_episode_key`), so a restarted daemon does not record
-    it again.
+    recorded is kept in Redis (`guard.record_refusal_once`), so a restarted daemon does not
+    record it again.
     """
     state = KillSwitch(client, settings.kill_switch_key).state(queue)
-    marker = refusal_episode_key(source, queue)
     if state is None:
-        client.delete(marker)
+        clear_episode(client, source=source, queue=queue)
         return None
     reason = f"kill switch {state.key!r} is set ({state.reason}): {family} requests wait"
+    if refusal_recorded(client, state.episode, source=source, queue=queue):
+        return reason
     start = "-" if cursor is None else f"({cursor}"
     try:
-        if client.get(marker) == state.episode.encode():
-            return reason
         waiting = client.xrange(request_stream(family), min=start, max="+", count=1)
     except redis.RedisError:
         return reason  # Redis unreadable: nothing can be launched, nor known to wait
     if waiting:
-        record_refusal(settings, source=source, reason=reason, queue=queue)
-        client.set(marker, state.episode)
+        record_refusal_once(
+            client, settings, state.episode, source=source, reason=reason, queue=queue
+        )
     return reason

@@ -12,10 +12,10 @@ the kill switch end the session for good (`dg.Failure(allow_retries=False)`).
 import dagster as dg
 import redis
 
+from alphaswarm_orch.control.guard import record_refusal_once, refuse_while_killed
 from alphaswarm_orch.control.keys import worker_handoff_key
 from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.db import ledger_engine
-from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.requests.models import REQUEST_TYPES, SessionStart
 from alphaswarm_orch.sessions.handoff import current_owner
@@ -64,10 +64,14 @@ def build_session_job(family: str) -> dg.JobDefinition:
     source = f"{family}_session"
 
     @dg.op(name=source, tags=queue_tags(family), retry_policy=SESSION_RETRY_POLICY)
-    def session_op(context: dg.OpExecutionContext, config: SessionConfig) -> dict[str, object]:
+    def session_op(
+        context: dg.OpExecutionContext,
+        config: SessionConfig,
+        alphaswarm_settings: dg.ResourceParam[Settings],
+    ) -> dict[str, object]:
         """Run the session loop with the paper simulator as the tick handler."""
         try:
-            return _run_session(context, family, source, config)
+            return _run_session(context, family, source, config, alphaswarm_settings)
         except (dg.RetryRequested, dg.Failure):
             raise
         except Exception as exc:
@@ -87,13 +91,15 @@ def build_session_job(family: str) -> dg.JobDefinition:
 
 
 def _run_session(
-    context: dg.OpExecutionContext, family: str, source: str, config: SessionConfig
+    context: dg.OpExecutionContext,
+    family: str,
+    source: str,
+    config: SessionConfig,
+    settings: Settings,
 ) -> dict[str, object]:
-    settings = Settings.from_env()
     start = start_request(family, config)
-    kill_switch = KillSwitch.from_settings(settings)
     where = f"step {context.op_handle} of run {context.run_id}"
-    kill_switch.refuse_step(
+    refuse_while_killed(
         settings,
         source=source,
         where=where,
@@ -119,7 +125,7 @@ def _run_session(
         client,
         start.session_id,
         family,
-        kill_switch,
+        KillSwitch(client, settings.kill_switch_key),
         simulator.handle,
         worker=owner,
         handoff_key=worker_handoff_key(node) if node else None,
@@ -131,9 +137,9 @@ def _run_session(
     try:
         with sigterm_stops(loop):
             outcome = loop.run()
+        return _finish(context, family, source, start, simulator, outcome, settings, where, client)
     finally:
         client.close()
-    return _finish(context, family, source, start, simulator, outcome, settings, where)
 
 
 def record_outcome(simulator: PaperSimulator, outcome: SessionOutcome) -> None:
@@ -156,6 +162,7 @@ def _finish(
     outcome: SessionOutcome,
     settings: Settings,
     where: str,
+    client: redis.Redis,
 ) -> dict[str, object]:
     if outcome.stopped_by in HANDING_ON:
         context.log.info(f"session {start.session_id}: handing on ({outcome.reason})")
@@ -171,8 +178,10 @@ def _finish(
     }
     refusal = outcome.refusal(where)
     if refusal is not None:
-        record_refusal(
+        record_refusal_once(
+            client,
             settings,
+            f"{refusal.key}|{refusal.reason}",  # the episode as the loop read it
             source=source,
             reason=str(refusal),
             queue=family,

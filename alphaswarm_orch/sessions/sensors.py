@@ -81,8 +81,10 @@ def build_request_sensor(family: str, job: dg.JobDefinition) -> dg.SensorDefinit
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Launches {job.name} runs from {request_stream(family)}.",
     )
-    def request_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        settings = Settings.from_env()
+    def request_sensor(
+        context: dg.SensorEvaluationContext, alphaswarm_settings: dg.ResourceParam[Settings]
+    ) -> dg.SensorResult | dg.SkipReason:
+        settings = alphaswarm_settings
         if settings.redis_url is None:
             return dg.SkipReason(
                 f"no Redis configured: set ALPHASWARM_REDIS_URL to read {family} requests"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +28,7 @@ from pydantic import (
 )
 
 from alphaswarm_orch.queues import QueueError, check_heavy_queue, check_light_queue
-from alphaswarm_orch.settings import SettingsError, expand_path
+from alphaswarm_orch.settings import WORKFLOWS_DIR, Settings, SettingsError
 from alphaswarm_orch.workflows.steps import LIGHT_STEPS
 from alphaswarm_orch.yamlspec import (
     Loc,
@@ -40,7 +39,6 @@ from alphaswarm_orch.yamlspec import (
     load_document,
 )
 
-WORKFLOWS_DIR = "ALPHASWARM_WORKFLOWS_DIR"
 DEFAULT_WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "defs" / "workflows" / "specs"
 WORKFLOWS_QUEUE = "workflows"
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -145,16 +143,14 @@ class WorkflowSpecError(YamlSpecError):
     advice = "Fix the spec, or move it out of the workflows folder."
 
 
-def workflows_dir(env: Mapping[str, str] | None = None) -> Path:
+def workflows_dir(settings: Settings) -> Path:
     """The folder of specs: ALPHASWARM_WORKFLOWS_DIR, else the examples shipped in the package."""
-    env = os.environ if env is None else env
-    raw = (env.get(WORKFLOWS_DIR) or "").strip()
-    if not raw:
+    path = settings.workflows_dir
+    if path is None:
         return DEFAULT_WORKFLOWS_DIR
-    path = expand_path(WORKFLOWS_DIR, raw)
     if not path.is_dir():
         raise SettingsError(
-            f"{WORKFLOWS_DIR}={raw!r} is not a directory: point it at a folder of workflow "
+            f"{WORKFLOWS_DIR}={str(path)!r} is not a directory: point it at a folder of workflow "
             f"spec files (*.yaml), or unset it to use {DEFAULT_WORKFLOWS_DIR}"
         )
     return path

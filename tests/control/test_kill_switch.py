@@ -21,12 +21,14 @@ from alphaswarm_orch.control.keys import tick_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.defs.hft import hft_request_sensor
 from alphaswarm_orch.defs.paper import paper_request_sensor, paper_session_job
+from alphaswarm_orch.ledger.db import migrate
 from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.requests import HftStart, append_request
-from alphaswarm_orch.sessions.simulator import metadata, paper_sessions, paper_ticks
+from alphaswarm_orch.sessions.simulator import paper_sessions, paper_ticks
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.settings import Settings
 from tests.sessions.conftest import paper_start, production_env
+from tests.support.settings import settings_resources
 from tests.support.switches import (
     KEY_TYPES,
     refused_redis_url,
@@ -125,7 +127,9 @@ def test_sensor_skips_with_the_reason_records_it_and_resumes_when_cleared(
     append_request(client, paper_start("s1"))
     switch.engage("incident 7")
 
-    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    result = paper_request_sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=settings_resources())
+    )
     assert not result.run_requests and result.cursor is None
     assert "incident 7" in result.skip_message and "paper requests wait" in result.skip_message
     [refusal] = refusals(env)
@@ -134,9 +138,13 @@ def test_sensor_skips_with_the_reason_records_it_and_resumes_when_cleared(
 
     switch.clear()
     switch.engage("hft venue down", queue="hft")  # another queue's switch does not apply
-    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    result = paper_request_sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=settings_resources())
+    )
     assert [r.run_key for r in result.run_requests] == ["req-s1"]
-    skipped = hft_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    skipped = hft_request_sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=settings_resources())
+    )
     assert "hft venue down" in skipped.skip_message
     assert len(refusals(env)) == 1  # nothing was waiting on the hft stream: nothing refused
 
@@ -148,7 +156,10 @@ def test_step_refuses_to_start_and_the_refusal_is_recorded(
     switch.engage("maintenance window", queue="paper")
 
     result = paper_session_job.execute_in_process(
-        run_config=session_config(session_id), instance=instance, raise_on_error=False
+        resources=settings_resources(),
+        run_config=session_config(session_id),
+        instance=instance,
+        raise_on_error=False,
     )
 
     assert not result.success
@@ -174,12 +185,16 @@ def test_running_session_stops_within_a_tick_and_the_refusal_is_recorded(
         target=lambda: outcome.setdefault(
             "result",
             paper_session_job.execute_in_process(
-                run_config=session_config(session_id), instance=instance, raise_on_error=False
+                resources=settings_resources(),
+                run_config=session_config(session_id),
+                instance=instance,
+                raise_on_error=False,
             ),
         )
     )
     engine = sa.create_engine(env["ALPHASWARM_POSTGRES_URL"])
-    metadata.create_all(engine)  # what the session does first; lets this test poll at once
+    # The ledger migrations, as the session runs them first: lets this test poll at once.
+    migrate(env["ALPHASWARM_POSTGRES_URL"])
     runner.start()
     try:
         for i in range(20):
@@ -277,7 +292,9 @@ def test_sensor_step_and_status_refuse_under_a_switch_of_any_type(
     reason = write_switch(client, key, kind)
     append_request(client, paper_start("s1"))
 
-    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    result = paper_request_sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=settings_resources())
+    )
     assert not result.run_requests and result.cursor is None
     assert f"({reason}): paper requests wait" in result.skip_message
 
@@ -288,7 +305,10 @@ def test_sensor_step_and_status_refuse_under_a_switch_of_any_type(
 
     session_id = f"s-{uuid.uuid4().hex[:8]}"
     step = paper_session_job.execute_in_process(
-        run_config=session_config(session_id), instance=instance, raise_on_error=False
+        resources=settings_resources(),
+        run_config=session_config(session_id),
+        instance=instance,
+        raise_on_error=False,
     )
     assert not step.success
     assert f"KillSwitchEngaged: kill switch {key!r} is set ({reason})" in step_error(step)
@@ -304,7 +324,9 @@ def test_sensor_step_and_status_fail_closed_when_redis_is_unreachable(
 ) -> None:
     monkeypatch.setenv("ALPHASWARM_REDIS_URL", refused_redis_url())
 
-    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    result = paper_request_sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=settings_resources())
+    )
     assert not result.run_requests
     assert "kill switch unreadable: ConnectionError" in result.skip_message
 
@@ -314,6 +336,7 @@ def test_sensor_step_and_status_fail_closed_when_redis_is_unreachable(
     assert "could not read the kill switch" in status.output
 
     step = paper_session_job.execute_in_process(
+        resources=settings_resources(),
         run_config=session_config(f"s-{uuid.uuid4().hex[:8]}"),
         instance=instance,
         raise_on_error=False,
@@ -334,7 +357,9 @@ def test_a_held_sensor_records_its_refusal_once_per_episode(
     def ticks(n: int) -> None:
         for _ in range(n):  # no cursor kept: the requests stay waiting on every tick
             for sensor in (paper_request_sensor, hft_request_sensor):
-                result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+                result = sensor.evaluate_tick(
+                    dg.build_sensor_context(instance=instance, resources=settings_resources())
+                )
                 assert not result.run_requests, result.skip_message
 
     switch.engage("incident 7")
@@ -345,7 +370,9 @@ def test_a_held_sensor_records_its_refusal_once_per_episode(
     ]
 
     switch.clear()  # the episode ends once a tick sees the switch off
-    result = paper_request_sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    result = paper_request_sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=settings_resources())
+    )
     assert [r.run_key for r in result.run_requests] == ["req-s1"]
     switch.engage("incident 7")  # the same reason again: a new episode
     ticks(5)

@@ -14,11 +14,15 @@ from typing import Any
 import pytest
 import yaml
 
-from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
-from alphaswarm_orch.execution.celery_config import VISIBILITY_TIMEOUT_ENV
-from alphaswarm_orch.execution.worker import INCLUDE_ENV
-from alphaswarm_orch.settings import INGESTION_CONFIG, LEDGER_URL
-from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR
+from alphaswarm_orch.settings import (
+    INGESTION_CONFIG,
+    LEDGER_URL,
+    TERRAFORM_ROOT,
+    TERRAFORM_WORKSPACES,
+    VISIBILITY_TIMEOUT,
+    WORKER_INCLUDE,
+    WORKFLOWS_DIR,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
@@ -70,11 +74,11 @@ def rendered(rendered_text: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
 DEFAULTED_VARIABLES = {
     LEDGER_URL,
     INGESTION_CONFIG,
-    VISIBILITY_TIMEOUT_ENV,
+    VISIBILITY_TIMEOUT,
     WORKFLOWS_DIR,
-    INCLUDE_ENV,
-    ROOT_ENV,
-    WORKSPACES_ENV,
+    WORKER_INCLUDE,
+    TERRAFORM_ROOT,
+    TERRAFORM_WORKSPACES,
 }
 """README Configuration variables a deployment leaves unset everywhere by default (their
 defaults are right: the ledger shares the Postgres, the image's own connections file and

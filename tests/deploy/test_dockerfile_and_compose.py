@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
 from alphaswarm_orch.queues import LIGHT_QUEUES
+from alphaswarm_orch.settings import TERRAFORM_ROOT, TERRAFORM_WORKSPACES
 from tests.deploy.conftest import DEFAULTED_VARIABLES, DOCKER, REPO, find_tool
 from tests.deploy.test_k8s import readme_variables
 
@@ -241,7 +241,7 @@ def test_compose_keeps_the_environment_contract(compose: dict[str, Any]) -> None
     contract = readme_variables() - DEFAULTED_VARIABLES
     for name in ORCH_SERVICES:
         env = compose["services"][name]["environment"]
-        extra = {ROOT_ENV, WORKSPACES_ENV} if name in TERRAFORM_SERVICES else set()
+        extra = {TERRAFORM_ROOT, TERRAFORM_WORKSPACES} if name in TERRAFORM_SERVICES else set()
         assert set(env) == contract | extra, name
         assert env["ALPHASWARM_BROKER_URL"].startswith("redis://redis:6379/")
         # No literal password: compose refuses to start until POSTGRES_PASSWORD is set.
@@ -291,12 +291,14 @@ def test_compose_workspace_points_at_the_code_server(compose: dict[str, Any]) ->
 
 def test_compose_wires_the_terraform_root_and_allow_list(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    roots = {services[name]["environment"][ROOT_ENV] for name in TERRAFORM_SERVICES}
-    allow_lists = {services[name]["environment"][WORKSPACES_ENV] for name in TERRAFORM_SERVICES}
+    roots = {services[name]["environment"][TERRAFORM_ROOT] for name in TERRAFORM_SERVICES}
+    allow_lists = {
+        services[name]["environment"][TERRAFORM_WORKSPACES] for name in TERRAFORM_SERVICES
+    }
     assert len(roots) == 1 and len(allow_lists) == 1, "one root and one allow-list for all"
     (root,) = roots
     # The allow-list comes from the operator's shell, and is empty (nothing allowed) without.
-    assert allow_lists == {f"${{{WORKSPACES_ENV}:-}}"}
+    assert allow_lists == {f"${{{TERRAFORM_WORKSPACES}:-}}"}
     worker = services["worker-terraform"]
     mounts = dict(mount.split(":")[::-1][:2] for mount in worker["volumes"])
     assert mounts[root] in compose["volumes"], "the root is a declared volume"

@@ -16,7 +16,6 @@ from click.testing import CliRunner
 
 from alphaswarm_orch.cli.worker import worker_group
 from alphaswarm_orch.control.drain import DRAIN_TIMEOUT_SECONDS
-from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
 from alphaswarm_orch.execution.redis_queues import queue_keys
 from alphaswarm_orch.execution.running import running_key
 from alphaswarm_orch.queues import HEAVY_QUEUES, LIGHT_QUEUES
@@ -26,6 +25,8 @@ from alphaswarm_orch.settings import (
     POSTGRES_URL,
     REDIS_URL,
     RESULT_BACKEND,
+    TERRAFORM_ROOT,
+    TERRAFORM_WORKSPACES,
 )
 from alphaswarm_orch.terraform import parse_workspace_list
 from tests.deploy.conftest import DEFAULTED_VARIABLES, K8S, OVERLAYS, REPO, load_generator
@@ -384,8 +385,8 @@ def test_the_terraform_worker_runs_terraform_on_the_mounted_root_and_allow_list(
         for name, cm in of_kind(docs, "ConfigMap").items()
         if name.startswith("alphaswarm-orch-terraform")
     ]
-    root = config["data"][ROOT_ENV]
-    assert parse_workspace_list(config["data"][WORKSPACES_ENV]), f"{overlay}: nothing allowed"
+    root = config["data"][TERRAFORM_ROOT]
+    assert parse_workspace_list(config["data"][TERRAFORM_WORKSPACES]), f"{overlay}: nothing allowed"
     deployments = of_kind(docs, "Deployment")
     for name, deployment in deployments.items():
         (container,) = containers(deployment)

@@ -35,6 +35,7 @@ from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import ACTOR_TAG, REQUEST_ID_TAG, SESSION_ID_TAG
 from alphaswarm_orch.text import TAG_MAX_LENGTH, unsafe_reason
 from tests.support.runs import REPO
+from tests.support.settings import settings_resources
 
 HOSTILE = [
     "ops\x00team",
@@ -68,7 +69,12 @@ def definitions() -> dg.Definitions:
 def evaluate(
     sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None
 ) -> tuple[list[dg.RunRequest], str | None]:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=definitions())
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        definitions=definitions(),
+        resources=settings_resources(),
+    )
     result = sensor.evaluate_tick(context)
     return list(result.run_requests or []), result.cursor
 

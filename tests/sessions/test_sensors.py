@@ -17,12 +17,15 @@ from alphaswarm_orch.defs.paper import paper_request_sensor, paper_session_job
 from alphaswarm_orch.requests import HftStart, PaperStop, append_request
 from alphaswarm_orch.tags import ACTOR_TAG, REQUEST_ID_TAG, SESSION_ID_TAG, WORKLOAD_TAG
 from tests.sessions.conftest import paper_start
+from tests.support.settings import settings_resources
 
 
 def evaluate(
     sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None
 ) -> tuple[list[dg.RunRequest], str | None, str | None]:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=settings_resources()
+    )
     result = sensor.evaluate_tick(context)
     return list(result.run_requests or []), result.cursor, result.skip_message
 

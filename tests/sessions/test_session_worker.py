@@ -17,7 +17,8 @@ import yaml
 
 from alphaswarm_orch.control.keys import session_stop_key, tick_stream
 from alphaswarm_orch.control.kill_switch import KillSwitch
-from alphaswarm_orch.sessions.simulator import metadata, paper_fills, paper_sessions
+from alphaswarm_orch.ledger.db import migrate
+from alphaswarm_orch.sessions.simulator import paper_fills, paper_sessions
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.tags import REQUEST_ID_TAG
 from tests.sessions.conftest import paper_start
@@ -70,7 +71,8 @@ def test_session_on_a_paper_worker_refused_then_run_and_stopped(
     session_config = start.model_dump(exclude={"schema_version", "type"})
     config.write_text(yaml.safe_dump({"ops": {"paper_session": {"config": session_config}}}))
     engine = sa.create_engine(env["ALPHASWARM_POSTGRES_URL"])
-    metadata.create_all(engine)  # what the session does first; lets this test poll at once
+    # The ledger migrations, as the session runs them first: lets this test poll at once.
+    migrate(env["ALPHASWARM_POSTGRES_URL"])
     instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
     started: list[subprocess.Popen] = []
     try:

@@ -20,6 +20,7 @@ from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.requests import TerraformRequest, append_request
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import ACTOR_TAG, REQUEST_ID_TAG, WORKLOAD_TAG
+from tests.support.settings import settings_resources
 from tests.terraform.conftest import ALLOWED
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,9 @@ def _request(request_id: str, action: str, workspace: str = "basic", **fields) -
 
 
 def _evaluate(cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
-    context = dg.build_sensor_context(cursor=cursor, instance=dg.DagsterInstance.ephemeral())
+    context = dg.build_sensor_context(
+        cursor=cursor, instance=dg.DagsterInstance.ephemeral(), resources=settings_resources()
+    )
     return terraform_request_sensor(context)
 
 
@@ -238,7 +241,9 @@ def test_requests_wait_while_the_code_location_has_no_terraform_root(
 
     monkeypatch.setenv("ALPHASWARM_TERRAFORM_ROOT", "/srv/terraform")
     defs = build_definitions(Settings.from_env())
-    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs)
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), definitions=defs, resources=settings_resources()
+    )
     result = terraform_request_sensor(context)
     assert isinstance(result, dg.SensorResult)
     [request] = result.run_requests

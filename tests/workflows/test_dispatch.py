@@ -22,8 +22,8 @@ import pytest
 import redis
 from celery import Celery
 
+from alphaswarm_orch.settings import WORKFLOWS_DIR
 from alphaswarm_orch.tags import WORKLOAD_TAG
-from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR
 from tests.support import services
 from tests.support.runs import mirrored_run, step_outcomes, step_workers, wait_for
 from tests.support.workers import WorkerProcess

@@ -16,9 +16,9 @@ from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.definitions import build_definitions
 from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.routing import step_queues
-from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.settings import WORKFLOWS_DIR, Settings
 from alphaswarm_orch.tags import WORKLOAD_TAG
-from alphaswarm_orch.workflows.spec import MAX_CHAIN, WORKFLOWS_DIR, WorkflowSpecError
+from alphaswarm_orch.workflows.spec import MAX_CHAIN, WorkflowSpecError
 from tests.support.switches import write_switch
 from tests.workflows.test_spec import VALID, reversed_chain, write
 
@@ -59,23 +59,17 @@ def http_status() -> Iterator[tuple[str, list[int]]]:
     server.server_close()
 
 
-def definitions(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *specs: str, env: dict[str, str] | None = None
-) -> dg.Definitions:
+def definitions(tmp_path: Path, *specs: str, env: dict[str, str] | None = None) -> dg.Definitions:
     folder = tmp_path / "specs"
     folder.mkdir()
     for i, text in enumerate(specs):
         write(folder, f"spec{i}.yaml", text)
-    monkeypatch.setenv(WORKFLOWS_DIR, str(folder))
-    return build_definitions(
-        Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path), **(env or {})})
-    )
+    env = {"ALPHASWARM_STORAGE_DIR": str(tmp_path), WORKFLOWS_DIR: str(folder), **(env or {})}
+    return build_definitions(Settings.from_env(env))
 
 
-def test_each_spec_becomes_a_job_with_its_schedule(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    defs = definitions(tmp_path, monkeypatch, VALID, LIGHT_ONLY.replace("URL", "http://h/"))
+def test_each_spec_becomes_a_job_with_its_schedule(tmp_path: Path) -> None:
+    defs = definitions(tmp_path, VALID, LIGHT_ONLY.replace("URL", "http://h/"))
     job = defs.resolve_job_def("workflows_nightly_job")
     assert job.tags[WORKLOAD_TAG] == "workflow"
     assert job.tags["alphaswarm/workflow"] == "nightly"
@@ -105,20 +99,18 @@ def test_each_spec_becomes_a_job_with_its_schedule(
     ]
 
 
-def test_the_longest_chain_a_spec_may_have_builds_into_a_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_longest_chain_a_spec_may_have_builds_into_a_job(tmp_path: Path) -> None:
     # Dagster walks a job's graph recursively: the spec's bound keeps the load below that limit.
-    defs = definitions(tmp_path, monkeypatch, reversed_chain(MAX_CHAIN))
+    defs = definitions(tmp_path, reversed_chain(MAX_CHAIN))
     job = defs.resolve_job_def("workflows_chain_job")
     assert len(job.nodes) == MAX_CHAIN
 
 
 def test_an_after_trigger_starts_the_job_once_per_upstream_success(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_status: tuple[str, list[int]]
+    tmp_path: Path, http_status: tuple[str, list[int]]
 ) -> None:
     after = "name: follow\ntrigger: {after: light}\nsteps: [{name: a, op: noop}]\n"
-    defs = definitions(tmp_path, monkeypatch, LIGHT_ONLY.replace("URL", http_status[0]), after)
+    defs = definitions(tmp_path, LIGHT_ONLY.replace("URL", http_status[0]), after)
     sensor = defs.resolve_sensor_def("workflows_follow_after_light_sensor")
     assert sensor.job_name == "workflows_follow_job"
     upstream = defs.resolve_job_def("workflows_light_job")
@@ -135,19 +127,17 @@ def test_an_after_trigger_starts_the_job_once_per_upstream_success(
     assert request.tags["alphaswarm/trigger_run"] == result.run_id
 
 
-def test_a_bad_spec_fails_the_code_location_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_bad_spec_fails_the_code_location_load(tmp_path: Path) -> None:
     bad = VALID.replace("queue: backtest", "queue: workflows")
     with pytest.raises(WorkflowSpecError, match=r"spec1\.yaml:11: steps\[1\]\.dispatch\.queue"):
-        definitions(tmp_path, monkeypatch, LIGHT_ONLY.replace("URL", "http://h/"), bad)
+        definitions(tmp_path, LIGHT_ONLY.replace("URL", "http://h/"), bad)
 
 
 def test_light_steps_run_and_record_their_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_status: tuple[str, list[int]]
+    tmp_path: Path, http_status: tuple[str, list[int]]
 ) -> None:
     url, _status = http_status
-    job = definitions(tmp_path, monkeypatch, LIGHT_ONLY.replace("URL", url)).resolve_job_def(
+    job = definitions(tmp_path, LIGHT_ONLY.replace("URL", url)).resolve_job_def(
         "workflows_light_job"
     )
     result = job.execute_in_process()
@@ -162,11 +152,11 @@ def test_light_steps_run_and_record_their_results(
 
 
 def test_a_failed_http_check_fails_its_step(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_status: tuple[str, list[int]]
+    tmp_path: Path, http_status: tuple[str, list[int]]
 ) -> None:
     url, status = http_status
     status[0] = 503
-    job = definitions(tmp_path, monkeypatch, LIGHT_ONLY.replace("URL", url)).resolve_job_def(
+    job = definitions(tmp_path, LIGHT_ONLY.replace("URL", url)).resolve_job_def(
         "workflows_light_job"
     )
     result = job.execute_in_process(raise_on_error=False)
@@ -180,10 +170,8 @@ def test_a_failed_http_check_fails_its_step(
     assert "done" not in {e.step_key for e in result.get_step_success_events()}
 
 
-def test_a_dispatch_without_a_broker_names_the_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job = definitions(tmp_path, monkeypatch, VALID).resolve_job_def("workflows_nightly_job")
+def test_a_dispatch_without_a_broker_names_the_variable(tmp_path: Path) -> None:
+    job = definitions(tmp_path, VALID).resolve_job_def("workflows_nightly_job")
     result = job.execute_in_process(raise_on_error=False, op_selection=["announce", "backtest"])
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert failure.step_key == "backtest"
@@ -193,14 +181,14 @@ def test_a_dispatch_without_a_broker_names_the_variable(
 
 
 def test_a_dispatch_is_refused_while_the_kill_switch_is_set(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_urls: tuple[str, str]
+    tmp_path: Path, redis_urls: tuple[str, str]
 ) -> None:
     env = {
         "ALPHASWARM_BROKER_URL": redis_urls[0],
         "ALPHASWARM_RESULT_BACKEND": redis_urls[1],
         "ALPHASWARM_KILL_SWITCH_KEY": f"test:kill:{uuid.uuid4().hex}",
     }
-    defs = definitions(tmp_path, monkeypatch, VALID, env=env)
+    defs = definitions(tmp_path, VALID, env=env)
     settings = Settings.from_env({"ALPHASWARM_STORAGE_DIR": str(tmp_path), **env})
     job = defs.resolve_job_def("workflows_nightly_job")
     switch = KillSwitch.from_settings(settings)

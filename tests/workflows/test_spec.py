@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from alphaswarm_orch.settings import SettingsError
+from alphaswarm_orch.settings import WORKFLOWS_DIR, Settings, SettingsError
 from alphaswarm_orch.workflows.spec import (
     DEFAULT_WORKFLOWS_DIR,
-    WORKFLOWS_DIR,
     SpecProblem,
     WorkflowSpecError,
     load_spec,
@@ -74,14 +73,14 @@ def test_valid_spec_loads(tmp_path: Path) -> None:
 
 
 def test_the_shipped_examples_load_by_default() -> None:
-    assert workflows_dir({}) == DEFAULT_WORKFLOWS_DIR
+    assert workflows_dir(Settings.from_env({})) == DEFAULT_WORKFLOWS_DIR
     assert [spec.name for spec in load_specs(DEFAULT_WORKFLOWS_DIR)] == ["example_backtest"]
 
 
 def test_workflows_dir_must_be_a_directory(tmp_path: Path) -> None:
-    assert workflows_dir({WORKFLOWS_DIR: str(tmp_path)}) == tmp_path
+    assert workflows_dir(Settings.from_env({WORKFLOWS_DIR: str(tmp_path)})) == tmp_path
     with pytest.raises(SettingsError, match=f"{WORKFLOWS_DIR}=.*missing.*is not a directory"):
-        workflows_dir({WORKFLOWS_DIR: str(tmp_path / "missing")})
+        workflows_dir(Settings.from_env({WORKFLOWS_DIR: str(tmp_path / "missing")}))
 
 
 def test_cycle_names_the_steps_and_the_depends_on_line(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.extract.source import DltSource
 
+from alphaswarm_orch.control.guard import run_ended_check
 from alphaswarm_orch.defs.ingestion.config import AirbyteConnection, SqlTable
 from alphaswarm_orch.defs.ingestion.resources import (
     AirbyteResource,
@@ -30,8 +31,6 @@ from alphaswarm_orch.queues import queue_tags
 
 GROUP = "ingestion"
 INGESTION_QUEUE = "ingestion"
-
-_STOPPING = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 
 
 def airbyte_sync_assets(
@@ -59,11 +58,8 @@ def airbyte_sync_assets(
     def _sync(context: dg.AssetExecutionContext, airbyte: AirbyteResource):
         """Run (or attach to) one Airbyte sync of the connection and wait for it."""
 
-        def terminated() -> bool:
-            # Under Celery, terminating a run does not interrupt a running step: watch for it.
-            run = context.instance.get_run_by_id(context.run_id)
-            return run is not None and run.status in _STOPPING
-
+        # Under executors that do not interrupt a running step on termination: watch for it.
+        terminated = run_ended_check(context.instance, context.run_id)
         job = airbyte.sync(connection.connection_id, log=context.log, terminated=terminated)
         for spec in specs:
             yield dg.MaterializeResult(asset_key=spec.key, metadata=job.metadata())

@@ -4,14 +4,14 @@ The plan id is the plan run's id: whoever asked for the plan finds it from the r
 sensor's run_key is the request id) and asks for an apply of exactly that plan.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
+from alphaswarm_orch.control.guard import refuse_step, run_ended_check
 from alphaswarm_orch.defs.terraform.resources import TerraformResource
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.settings import Settings
@@ -35,36 +35,15 @@ class ApplyConfig(dg.Config):
     )
 
 
-def _terminated(context: dg.OpExecutionContext) -> Callable[[], bool]:
-    """Whether the run is being terminated. The alphaswarm executor interrupts a running step
-    on termination (the runtime then interrupts terraform); this check also covers executors
-    that do not, such as stock dagster-celery, at one status read per second."""
-    ending = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
-
-    def terminated() -> bool:
-        run = context.instance.get_run_by_id(context.run_id)
-        return run is None or run.status in ending
-
-    return terminated
-
-
-def _refuse_while_killed(context: dg.OpExecutionContext, where: str) -> None:
+def _refuse_while_killed(context: dg.OpExecutionContext, settings: Settings, where: str) -> None:
     """Apply and destroy change infrastructure: refused (and recorded) while the switch is set."""
-    settings = Settings.from_env()
-    switch = KillSwitch.from_settings(settings)
-    try:
-        switch.refuse_step(
-            settings,
-            source=context.op.name,
-            where=where,
-            queue=QUEUE,
-            run_id=context.run_id,
-            request_id=context.run.tags.get(REQUEST_ID_TAG),
-        )
-    except KillSwitchEngaged as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    finally:
-        switch.client.close()
+    refuse_step(
+        context,
+        settings,
+        where=where,
+        queue=QUEUE,
+        request_id=context.run.tags.get(REQUEST_ID_TAG),
+    )
 
 
 def _summary_metadata(summary: PlanSummary) -> dict[str, Any]:
@@ -110,7 +89,7 @@ def terraform_plan(
             config.workspace,
             config.variables,
             plan_id=context.run_id,
-            cancel=_terminated(context),
+            cancel=run_ended_check(context.instance, context.run_id),
         )
     context.add_output_metadata(
         {
@@ -131,34 +110,40 @@ def terraform_plan(
 
 @dg.op(tags=queue_tags(QUEUE), out=dg.Out(dict, description="Summary and redacted outputs."))
 def terraform_apply(
-    context: dg.OpExecutionContext, config: ApplyConfig, terraform: TerraformResource
+    context: dg.OpExecutionContext,
+    config: ApplyConfig,
+    terraform: TerraformResource,
+    alphaswarm_settings: dg.ResourceParam[Settings],
 ) -> dict[str, Any]:
     """Apply exactly the saved plan `plan_id`; refused if stale, applied before, or killed."""
-    _refuse_while_killed(context, "terraform apply")
+    _refuse_while_killed(context, alphaswarm_settings, "terraform apply")
     runtime = terraform.runtime(on_line=context.log.info)
     with _terraform_failures():
         result = runtime.apply(
             config.plan_id,
             workspace=config.workspace,
             applied_by=context.run_id,
-            cancel=_terminated(context),
+            cancel=run_ended_check(context.instance, context.run_id),
         )
     return _applied(context, result)
 
 
 @dg.op(tags=queue_tags(QUEUE), out=dg.Out(dict, description="Summary and redacted outputs."))
 def terraform_destroy(
-    context: dg.OpExecutionContext, config: PlanConfig, terraform: TerraformResource
+    context: dg.OpExecutionContext,
+    config: PlanConfig,
+    terraform: TerraformResource,
+    alphaswarm_settings: dg.ResourceParam[Settings],
 ) -> dict[str, Any]:
     """Destroy everything a workspace manages (a destroy plan under this run's id, applied)."""
-    _refuse_while_killed(context, "terraform destroy")
+    _refuse_while_killed(context, alphaswarm_settings, "terraform destroy")
     runtime = terraform.runtime(on_line=context.log.info)
     with _terraform_failures():
         result = runtime.destroy(
             config.workspace,
             config.variables,
             plan_id=context.run_id,
-            cancel=_terminated(context),
+            cancel=run_ended_check(context.instance, context.run_id),
         )
     return _applied(context, result)
 

@@ -8,11 +8,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.settings import TERRAFORM_ROOT, TERRAFORM_WORKSPACES, Settings
 from alphaswarm_orch.terraform import TerraformConfig, TerraformRuntime, parse_workspace_list
-
-ROOT_ENV = "ALPHASWARM_TERRAFORM_ROOT"
-WORKSPACES_ENV = "ALPHASWARM_TERRAFORM_WORKSPACES"
 
 
 class TerraformResource(dg.ConfigurableResource):
@@ -47,9 +44,13 @@ class TerraformResource(dg.ConfigurableResource):
 
 def terraform_resource(settings: Settings) -> TerraformResource:
     """The resource every terraform job and the request sensor use: root and allow-list from
-    the environment of the process that runs them (the terraform worker)."""
+    the environment of the process that runs them (the terraform worker).
+
+    They stay `dg.EnvVar`s (Settings reads the same names): Dagster resolves them when a run
+    is created and when its step starts, so a process that never runs terraform (the webserver)
+    needs neither, and a run cannot be created without them."""
     return TerraformResource(
-        root=dg.EnvVar(ROOT_ENV),
-        workspaces=dg.EnvVar(WORKSPACES_ENV),
+        root=dg.EnvVar(TERRAFORM_ROOT),
+        workspaces=dg.EnvVar(TERRAFORM_WORKSPACES),
         state_dir=str(settings.storage_dir / "terraform"),
     )

@@ -8,7 +8,6 @@ dead-lettered with the reason, and so is a request whose run Dagster could not c
 wait on the stream.
 """
 
-import os
 from collections.abc import Callable
 from functools import partial
 
@@ -22,11 +21,10 @@ from alphaswarm_orch.defs.terraform.jobs import (
     terraform_destroy_job,
     terraform_plan_job,
 )
-from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
 from alphaswarm_orch.requests import Request, TerraformRequest, read_requests
 from alphaswarm_orch.requests.hold import REQUEST_SENSOR_INTERVAL_SECONDS, kill_switch_hold
 from alphaswarm_orch.requests.launchable import launched_job, log_batch, run_request_problem
-from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.settings import TERRAFORM_ROOT, TERRAFORM_WORKSPACES, Settings
 from alphaswarm_orch.tags import workload_tags
 from alphaswarm_orch.terraform import WorkspaceRefused, parse_workspace_list
 from alphaswarm_orch.terraform.config import check_allowed
@@ -89,21 +87,21 @@ def request_problem(
     description=f"Launches terraform plan/apply/destroy runs from {request_stream(FAMILY)}.",
 )
 def terraform_request_sensor(
-    context: dg.SensorEvaluationContext,
+    context: dg.SensorEvaluationContext, alphaswarm_settings: dg.ResourceParam[Settings]
 ) -> dg.SensorResult | dg.SkipReason:
-    settings = Settings.from_env()
+    settings = alphaswarm_settings
     if settings.redis_url is None:
         return dg.SkipReason("no Redis configured: set ALPHASWARM_REDIS_URL to read requests")
-    workspaces = parse_workspace_list(os.environ.get(WORKSPACES_ENV, ""))
+    workspaces = parse_workspace_list(settings.terraform_workspaces)
     if not workspaces:
         return dg.SkipReason(
-            f"no terraform workspace is allow-listed: set {WORKSPACES_ENV} for the code "
+            f"no terraform workspace is allow-listed: set {TERRAFORM_WORKSPACES} for the code "
             "location (and the terraform workers) to accept terraform requests"
         )
-    if not os.environ.get(ROOT_ENV):
+    if settings.terraform_root is None:
         # Run creation resolves the terraform resource's config here: every run would fail.
         return dg.SkipReason(
-            f"{ROOT_ENV} is not set for the code location: terraform runs cannot be created "
+            f"{TERRAFORM_ROOT} is not set for the code location: terraform runs cannot be created "
             "(their resource reads it); requests wait on the stream"
         )
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)

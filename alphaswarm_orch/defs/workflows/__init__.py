@@ -12,7 +12,7 @@ from alphaswarm_orch.workflows.spec import load_specs, workflows_dir
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
-    specs = load_specs(workflows_dir())
+    specs = load_specs(workflows_dir(settings))
     jobs = {spec.name: build_job(spec, settings) for spec in specs}
     schedules = [
         build_schedule(spec, jobs[spec.name]) for spec in specs if spec.schedule is not None

@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
+from alphaswarm_orch.control.guard import refuse_step, run_ended_check
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import workload_tags
@@ -119,16 +119,18 @@ def _dispatch_op(
         or f"Dispatch `{target.task}` to the `{target.queue}` executor queue and wait.",
     )
     def _op(context: dg.OpExecutionContext) -> None:
-        def run_terminated() -> bool:
-            run = context.instance.get_run_by_id(context.run_id)
-            return run is None or run.status == dg.DagsterRunStatus.CANCELING or run.is_finished
-
         def sent(task_id: str) -> None:
             context.log.info(f"sent {target.task!r} to {target.queue!r} as task {task_id}")
 
         where = f"workflow step {step.name!r} (dispatch to {target.queue!r})"
         with DispatchClient.from_settings(settings, where) as client:
-            _refuse_while_killed(context, settings, target)
+            # No heavy task is sent while the global switch or its target queue's is set.
+            refuse_step(
+                context,
+                settings,
+                where=f"dispatch of {target.task!r} to {target.queue!r}",
+                queue=target.queue,
+            )
             try:
                 done = client.run(
                     target.task,
@@ -136,7 +138,7 @@ def _dispatch_op(
                     target.args,
                     target.kwargs,
                     timeout_seconds=target.timeout_seconds,
-                    cancelled=run_terminated,
+                    cancelled=run_ended_check(context.instance, context.run_id),
                     on_sent=sent,
                 )
             except DispatchError as exc:
@@ -155,25 +157,6 @@ def _dispatch_op(
         )
 
     return _op
-
-
-def _refuse_while_killed(
-    context: dg.OpExecutionContext, settings: Settings, target: DispatchSpec
-) -> None:
-    """No heavy task is sent while the global switch or its target queue's switch is set."""
-    switch = KillSwitch.from_settings(settings)
-    try:
-        switch.refuse_step(
-            settings,
-            source=context.op_def.name,
-            where=f"dispatch of {target.task!r} to {target.queue!r}",
-            queue=target.queue,
-            run_id=context.run_id,
-        )
-    except KillSwitchEngaged as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    finally:
-        switch.client.close()
 
 
 def _json_metadata(value: Any) -> dg.MetadataValue:
