@@ -7,12 +7,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from alphaswarm_orch import settings
+from alphaswarm_orch.broker.celery_config import VISIBILITY_TIMEOUT_ENV
 from alphaswarm_orch.cli.dev import DEV_STACK_VAR
 from alphaswarm_orch.defs.ingestion import resources as ingestion_resources
 from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
-from alphaswarm_orch.execution.celery_config import VISIBILITY_TIMEOUT_ENV
-from alphaswarm_orch.execution.worker import INCLUDE_ENV
 from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.worker.process import INCLUDE_ENV
 from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]

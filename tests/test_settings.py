@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from alphaswarm_orch.execution.celery_config import VISIBILITY_TIMEOUT_ENV, visibility_timeout
+from alphaswarm_orch.broker.celery_config import VISIBILITY_TIMEOUT_ENV, visibility_timeout
 from alphaswarm_orch.settings import Settings, SettingsError, redacted, sqlalchemy_url
 from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR, workflows_dir
 

@@ -39,15 +39,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from alphaswarm_orch.control.keys import (
+from alphaswarm_orch.broker import running
+from alphaswarm_orch.broker.celery_config import SENT_AT_HEADER
+from alphaswarm_orch.broker.keys import (
     REQUEST_FAMILIES,
     dead_letter_stream,
     queue_kill_switch_key,
 )
-from alphaswarm_orch.control.kill_switch import read_states
-from alphaswarm_orch.execution import running
-from alphaswarm_orch.execution.celery_config import SENT_AT_HEADER
-from alphaswarm_orch.execution.redis_queues import queue_keys
+from alphaswarm_orch.broker.kill_switch import read_states
+from alphaswarm_orch.broker.redis_queues import queue_keys
 from alphaswarm_orch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ def _running_client() -> redis.Redis:
 
 
 def _track_running(task: Any, task_id: str | None, start: bool) -> None:
-    """In the child: a step task enters or leaves its queue's running list (execution/running)."""
+    """In the child: a step task enters or leaves its queue's running list (broker/running.py)."""
     if task is None or task.name != STEP_TASK_NAME or not task_id:
         return
     queue = _queue_of(getattr(task.request, "delivery_info", None))

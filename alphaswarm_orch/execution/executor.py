@@ -18,7 +18,7 @@ from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.retries import RetryMode, get_retries_config
 from dagster_celery.make_app import make_app
 
-from alphaswarm_orch.execution.celery_config import celery_config
+from alphaswarm_orch.broker.celery_config import celery_config
 from alphaswarm_orch.execution.loop import celery_execution_loop
 from alphaswarm_orch.settings import Settings
 

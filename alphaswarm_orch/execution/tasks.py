@@ -48,7 +48,7 @@ from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
 from dagster_celery.core_execution_loop import DELEGATE_MARKER
 
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.execution.liveness import StepWatch, admission, worker_identity
 from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
 from alphaswarm_orch.settings import Settings

@@ -40,7 +40,7 @@ from dagster._core.launcher import LaunchRunContext, ResumeRunContext, RunLaunch
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
-from alphaswarm_orch.execution import liveness
+from alphaswarm_orch.execution import request_cancel
 from alphaswarm_orch.launch.worker import RELEASE, start_run_worker
 from alphaswarm_orch.settings import Settings, redacted
 from alphaswarm_orch.tags import RUN_WORKER_HOST_TAG, RUN_WORKER_PID_TAG
@@ -285,7 +285,7 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
             return  # no Celery steps (embedded executor)
         client = redis.Redis.from_url(backend, socket_timeout=5, socket_connect_timeout=5)
         try:
-            liveness.request_cancel(client, run.run_id)
+            request_cancel(client, run.run_id)
         except redis.RedisError as exc:
             self._instance.report_engine_event(
                 f"Could not ask the run's running steps to stop through {redacted(backend)}: "

@@ -36,6 +36,6 @@ import structlog
 import upath.implementations.local
 
 import alphaswarm_orch.definitions
-import alphaswarm_orch.execution.compute_logs
 import alphaswarm_orch.instance
 import alphaswarm_orch.launch.worker
+from alphaswarm_orch.execution import ThreadedComputeLogManager

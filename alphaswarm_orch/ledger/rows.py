@@ -31,7 +31,7 @@ TERMINAL_STEP = frozenset({"success", "failure", "skipped"})
 ERROR_SUMMARY_LENGTH = 2000
 """Error text kept per transition, step and run (the columns are unbounded `text`)."""
 REFUSAL_CLASS = "KillSwitchEngaged"
-"""alphaswarm_orch.control.kill_switch.KillSwitchEngaged: a step refused by the kill switch."""
+"""alphaswarm_orch.broker.kill_switch.KillSwitchEngaged: a step refused by the kill switch."""
 
 _DOMAIN_KINDS = {"ingestion": "ingestion", "workflows": "workflow", "workflow": "workflow"}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from alphaswarm_orch.control.keys import refusal_episode_key, request_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.keys import refusal_episode_key, request_stream
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.settings import Settings
 

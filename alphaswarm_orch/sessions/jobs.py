@@ -12,8 +12,8 @@ the kill switch end the session for good (`dg.Failure(allow_retries=False)`).
 import dagster as dg
 import redis
 
-from alphaswarm_orch.control.keys import worker_handoff_key
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.keys import worker_handoff_key
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.db import ledger_engine
 from alphaswarm_orch.ledger.refusals import record_refusal
 from alphaswarm_orch.queues import queue_tags

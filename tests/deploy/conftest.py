@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+from alphaswarm_orch.broker.celery_config import VISIBILITY_TIMEOUT_ENV
 from alphaswarm_orch.defs.terraform.resources import ROOT_ENV, WORKSPACES_ENV
-from alphaswarm_orch.execution.celery_config import VISIBILITY_TIMEOUT_ENV
-from alphaswarm_orch.execution.worker import INCLUDE_ENV
 from alphaswarm_orch.settings import INGESTION_CONFIG, LEDGER_URL
+from alphaswarm_orch.worker.process import INCLUDE_ENV
 from alphaswarm_orch.workflows.spec import WORKFLOWS_DIR
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
+from alphaswarm_orch.broker.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.defs.terraform.resources import TerraformResource
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.settings import Settings

@@ -4,7 +4,7 @@ Capacity is queued + running: a queue whose slots all hold sessions must not loo
 worker's pool process adds `<task id> <start time>` to `alphaswarm:queue:<queue>:running` when
 it starts a step task and removes it when the task returns (celery signals,
 control/metrics.py). An entry whose worker was killed stays behind, so `prune` removes entries
-older than PRUNE_AFTER_SECONDS whose step has no heartbeat (liveness.py); each worker's
+older than PRUNE_AFTER_SECONDS whose step has no heartbeat (execution/liveness.py); each worker's
 metrics scrape prunes its queues, and the run loop forgets a step it declared lost.
 """
 
@@ -14,15 +14,11 @@ import time
 
 import redis
 
-from alphaswarm_orch.execution import liveness
+from alphaswarm_orch.broker.keys import heartbeat_key, running_key
 
 PRUNE_AFTER_SECONDS = 30.0
 """An entry this old without a heartbeat belongs to a dead worker (a step beats every second
 once started; loading its job before the first beat takes well under this)."""
-
-
-def running_key(queue: str) -> str:
-    return f"alphaswarm:queue:{queue}:running"
 
 
 def started(client: redis.Redis, queue: str, task_id: str) -> None:
@@ -48,7 +44,7 @@ def prune(client: redis.Redis, queue: str, now: float | None = None) -> int:
     entries = [(raw, *_entry(raw)) for raw in client.lrange(key, 0, -1)]
     old = [(raw, task_id) for raw, task_id, since in entries if now - since > PRUNE_AFTER_SECONDS]
     if old:
-        beats = client.mget([liveness.heartbeat_key(task_id) for _raw, task_id in old])
+        beats = client.mget([heartbeat_key(task_id) for _raw, task_id in old])
         for (raw, _task_id), beat in zip(old, beats, strict=True):
             if beat is None:
                 client.lrem(key, 0, raw)
