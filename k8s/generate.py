@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kombu.transport.redis import PRIORITY_STEPS
 
 from alphaswarm_orch.broker.celery_config import celery_config
 from alphaswarm_orch.broker.keys import running_key
 from alphaswarm_orch.broker.redis_queues import queue_keys
+from alphaswarm_orch.compat.celery import PRIORITY_STEPS
 from alphaswarm_orch.queues import LIGHT_QUEUES, LightQueue
 from alphaswarm_orch.settings import DEFAULT_METRICS_PORT, Settings
 

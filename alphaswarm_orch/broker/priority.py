@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dagster_celery.tags import DAGSTER_CELERY_RUN_PRIORITY_TAG, DAGSTER_CELERY_STEP_PRIORITY_TAG
+from alphaswarm_orch.compat.dagster import (
+    DAGSTER_CELERY_RUN_PRIORITY_TAG,
+    DAGSTER_CELERY_STEP_PRIORITY_TAG,
+)
 
 DEFAULT_STEP_PRIORITY = 5
 MAX_PRIORITY = 9

@@ -28,16 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery.app.events import Events
-from celery.events.dispatcher import EventDispatcher
 from celery.signals import after_task_publish, task_postrun, task_prerun, task_received
-from celery.utils.nodenames import nodesplit
-from celery.worker import state as worker_state
-from kombu.transport.redis import PRIORITY_STEPS, Channel
-from prometheus_client import CollectorRegistry, Counter, Histogram, values
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Histogram, Metric
 
 from alphaswarm_orch.broker import running
 from alphaswarm_orch.broker.celery_config import SENT_AT_HEADER
@@ -48,6 +40,21 @@ from alphaswarm_orch.broker.keys import (
 )
 from alphaswarm_orch.broker.kill_switch import read_states
 from alphaswarm_orch.broker.redis_queues import queue_keys
+from alphaswarm_orch.compat.celery import (
+    PRIORITY_STEPS,
+    Channel,
+    EventDispatcher,
+    Events,
+    nodesplit,
+    worker_state,
+)
+from alphaswarm_orch.compat.prometheus import (
+    Collector,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    MultiProcessCollector,
+    values,
+)
 from alphaswarm_orch.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -27,24 +27,32 @@ import dagster as dg
 import redis
 from billiard.exceptions import WorkerLostError
 from celery import Celery, states
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
-from dagster._core.execution.context.system import PlanOrchestrationContext
-from dagster._core.execution.plan.active import ActiveExecution
-from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
-from dagster._core.execution.plan.objects import StepFailureData, StepRetryData
-from dagster._core.execution.plan.plan import ExecutionPlan
-from dagster._core.execution.plan.step import ExecutionStep
-from dagster._grpc.types import ExecuteStepArgs
-from dagster._serdes import pack_value
-from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
-from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
-from dagster_celery.core_execution_loop import DELEGATE_MARKER
-from dagster_shared.serdes import deserialize_value
+from dagster import (
+    DagsterEvent,
+    DagsterEventType,
+    DagsterExecutionInterruptedError,
+    deserialize_value,
+)
 
 from alphaswarm_orch.broker import keys, running
 from alphaswarm_orch.broker.priority import dagster_priority, redis_priority
 from alphaswarm_orch.broker.redis_queues import queue_length
+from alphaswarm_orch.compat.dagster import (
+    DELEGATE_MARKER,
+    TASK_EXECUTE_PLAN_NAME,
+    ActiveExecution,
+    EngineEventData,
+    ExecuteStepArgs,
+    ExecutionPlan,
+    ExecutionStep,
+    InstanceConcurrencyContext,
+    PlanOrchestrationContext,
+    SerializableErrorInfo,
+    StepFailureData,
+    StepRetryData,
+    pack_value,
+    serializable_error_info_from_exc_info,
+)
 from alphaswarm_orch.execution import liveness
 from alphaswarm_orch.queues import DEFAULT_QUEUE, LIGHT_QUEUES, QUEUE_TAG
 from alphaswarm_orch.tags import RUN_WORKER_PID_TAG

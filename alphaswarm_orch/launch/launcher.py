@@ -34,12 +34,18 @@ from pathlib import Path
 from typing import Any, Self
 
 import redis
-from dagster import DagsterRun, Field
-from dagster._core.errors import DagsterInvariantViolationError, DagsterLaunchFailedError
-from dagster._core.launcher import LaunchRunContext, ResumeRunContext, RunLauncher
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+from dagster import DagsterInvariantViolationError, DagsterRun, Field, serialize_value
 
+from alphaswarm_orch.compat.dagster import (
+    CheckRunHealthResult,
+    ConfigurableClass,
+    ConfigurableClassData,
+    DagsterLaunchFailedError,
+    LaunchRunContext,
+    ResumeRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
 from alphaswarm_orch.execution import request_cancel
 from alphaswarm_orch.launch.worker import RELEASE, start_run_worker
 from alphaswarm_orch.settings import Settings, redacted

@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._utils.error import SerializableErrorInfo
 
+from alphaswarm_orch.compat.dagster import SerializableErrorInfo
 from alphaswarm_orch.ledger.events import ET, RUN_STATUSES, STEP_STATUSES
 from alphaswarm_orch.ledger.schema import (
     fit,
