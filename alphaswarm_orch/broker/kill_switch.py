@@ -91,38 +91,6 @@ class KillSwitch:
         if state is not None:
             raise KillSwitchEngaged(state.key, state.reason, where)
 
-    def refuse_step(
-        self,
-        settings: Settings,
-        *,
-        source: str,
-        where: str,
-        queue: str | None,
-        run_id: str | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        """`check`, and record the refusal in the ledger before raising.
-
-        For op bodies: it works under any executor (in-process, multiprocess, Celery), so a
-        step refuses to start while the switch is set whoever runs it.
-        """
-        try:
-            self.check(where, queue)
-        except KillSwitchEngaged as exc:
-            # Imported here: the ledger brings SQLAlchemy and Alembic, which `kill-switch`
-            # on/off/status (an emergency stop) must not wait for.
-            from alphaswarm_orch.ledger.refusals import record_refusal
-
-            record_refusal(
-                settings,
-                source=source,
-                reason=str(exc),
-                queue=queue,
-                run_id=run_id,
-                request_id=request_id,
-            )
-            raise
-
     def engage(self, reason: str, queue: str | None = None) -> None:
         if not reason.strip():
             raise ValueError("a kill switch needs a reason (--reason ...)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from alphaswarm_orch.broker.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.ledger.db import ledger_engine, ledger_errors
 from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.settings import Settings
@@ -39,3 +40,32 @@ def record_refusal(
                 request_id=request_id,
             )
         )
+
+
+def refuse_step(
+    switch: KillSwitch,
+    settings: Settings,
+    *,
+    source: str,
+    where: str,
+    queue: str | None,
+    run_id: str | None = None,
+    request_id: str | None = None,
+) -> None:
+    """`switch.check`, and record the refusal in the ledger before raising.
+
+    For op bodies: it works under any executor (in-process, multiprocess, Celery), so a
+    step refuses to start while the switch is set whoever runs it.
+    """
+    try:
+        switch.check(where, queue)
+    except KillSwitchEngaged as exc:
+        record_refusal(
+            settings,
+            source=source,
+            reason=str(exc),
+            queue=queue,
+            run_id=run_id,
+            request_id=request_id,
+        )
+        raise

@@ -15,7 +15,7 @@ import redis
 from alphaswarm_orch.broker.keys import worker_handoff_key
 from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.db import ledger_engine
-from alphaswarm_orch.ledger.refusals import record_refusal
+from alphaswarm_orch.ledger.refusals import record_refusal, refuse_step
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.requests.models import REQUEST_TYPES, SessionStart
 from alphaswarm_orch.sessions.handoff import current_owner
@@ -93,7 +93,8 @@ def _run_session(
     start = start_request(family, config)
     kill_switch = KillSwitch.from_settings(settings)
     where = f"step {context.op_handle} of run {context.run_id}"
-    kill_switch.refuse_step(
+    refuse_step(
+        kill_switch,
         settings,
         source=source,
         where=where,

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from alphaswarm_orch.broker.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.defs.terraform.resources import TerraformResource
+from alphaswarm_orch.ledger.refusals import refuse_step
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import REQUEST_ID_TAG, workload_tags
@@ -53,7 +54,8 @@ def _refuse_while_killed(context: dg.OpExecutionContext, where: str) -> None:
     settings = Settings.from_env()
     switch = KillSwitch.from_settings(settings)
     try:
-        switch.refuse_step(
+        refuse_step(
+            switch,
             settings,
             source=context.op.name,
             where=where,

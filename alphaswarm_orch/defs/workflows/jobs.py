@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 
 from alphaswarm_orch.broker.kill_switch import KillSwitch, KillSwitchEngaged
+from alphaswarm_orch.ledger.refusals import refuse_step
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import workload_tags
@@ -163,7 +164,8 @@ def _refuse_while_killed(
     """No heavy task is sent while the global switch or its target queue's switch is set."""
     switch = KillSwitch.from_settings(settings)
     try:
-        switch.refuse_step(
+        refuse_step(
+            switch,
             settings,
             source=context.op_def.name,
             where=f"dispatch of {target.task!r} to {target.queue!r}",
