@@ -30,7 +30,7 @@ def finished(client: redis.Redis, queue: str, task_id: str) -> None:
     key = running_key(queue)
     for raw in client.lrange(key, 0, -1):
         if _entry(raw)[0] == task_id:
-            client.lrem(key, 0, raw)
+            client.lrem(key, 0, _text(raw))
 
 
 def count(client: redis.Redis, queue: str) -> int:
@@ -47,12 +47,16 @@ def prune(client: redis.Redis, queue: str, now: float | None = None) -> int:
         beats = client.mget([heartbeat_key(task_id) for _raw, task_id in old])
         for (raw, _task_id), beat in zip(old, beats, strict=True):
             if beat is None:
-                client.lrem(key, 0, raw)
+                client.lrem(key, 0, _text(raw))
     return count(client, queue)
 
 
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def _entry(raw: bytes | str) -> tuple[str, float]:
-    text = raw.decode() if isinstance(raw, bytes) else raw
+    text = _text(raw)
     task_id, _, since = text.partition(" ")
     try:
         return task_id, float(since)

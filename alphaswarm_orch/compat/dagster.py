@@ -70,7 +70,8 @@ def set_sensor_loop_seconds(seconds: float) -> None:
     this process takes effect."""
     from dagster._daemon import sensor
 
-    sensor.MIN_INTERVAL_LOOP_TIME = seconds
+    # Declared an int; the loop only subtracts and compares it, so a fraction works.
+    sensor.MIN_INTERVAL_LOOP_TIME = seconds  # type: ignore[assignment]
 
 
 def sensor_loop_seconds() -> float:
