@@ -39,8 +39,7 @@ def returns(prices: int) -> int:
 
 ingestion_prices_job = dg.define_asset_job(
     "ingestion_prices_job",
-    selection=[prices, returns],
-    partitions_def=REGIONS,
+    selection=[prices, returns],  # partitioned by REGIONS, inferred from the assets
     executor_def=dg.in_process_executor,
 )
 
