@@ -1,5 +1,5 @@
-"""Dagster and dagster-celery internals the code location builds on (not in `dagster`'s
-public API): instance storage classes, the run launcher and compute-log bases, the executor's
+"""Dagster internals the code location builds on (not in `dagster`'s public API): instance
+storage classes, the run launcher and compute-log bases, the executor's
 plan machinery, the run and step entry points, and the daemon's sensor loop period.
 
 Pinned with the Dagster family in pyproject.toml; tests/compat/test_dagster.py holds the
@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dagster._cli import api as _run_api
 from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -42,16 +43,14 @@ from dagster._core.storage.local_compute_log_manager import (
 from dagster._core.storage.runs import RunStorage, SqliteRunStorage
 from dagster._core.storage.schedules import ScheduleStorage, SqliteScheduleStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
+from dagster._daemon import sensor as _sensor_daemon
+from dagster._daemon.cli import run_command as _daemon_run_command
 from dagster._grpc.types import ExecuteStepArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, pack_value, unpack_value
 from dagster._utils import ensure_file, touch_file
 from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
 from dagster._utils.interrupts import capture_interrupts
 from dagster._utils.schedules import is_valid_cron_string
-from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
-from dagster_celery.core_execution_loop import DELEGATE_MARKER
-from dagster_celery.make_app import make_app
-from dagster_celery.tags import DAGSTER_CELERY_RUN_PRIORITY_TAG, DAGSTER_CELERY_STEP_PRIORITY_TAG
 
 RUN_WORKER_MODULES = (
     "dagster._cli.api",
@@ -68,32 +67,26 @@ def set_sensor_loop_seconds(seconds: float) -> None:
     """Set the daemon's sensor loop period (5 s in Dagster, with no setting for it): the loop
     reads the module constant on every iteration, so setting it before the daemon starts in
     this process takes effect."""
-    from dagster._daemon import sensor
-
     # Declared an int; the loop only subtracts and compares it, so a fraction works.
-    sensor.MIN_INTERVAL_LOOP_TIME = seconds  # type: ignore[assignment]
+    _sensor_daemon.MIN_INTERVAL_LOOP_TIME = seconds  # type: ignore[assignment]
 
 
 def sensor_loop_seconds() -> float:
     """The daemon's sensor loop period now in effect in this process."""
-    from dagster._daemon import sensor
-
-    return float(sensor.MIN_INTERVAL_LOOP_TIME)
+    return float(_sensor_daemon.MIN_INTERVAL_LOOP_TIME)
 
 
 def run_daemon(args: Sequence[str], prog_name: str) -> None:
-    """`dagster-daemon run ARGS`, in this process (so the sensor loop period set here holds)."""
-    from dagster._daemon.cli import run_command
-
-    run_command.main(args=list(args), prog_name=prog_name)
+    """`dagster-daemon run ARGS`, in this process (so the sensor loop period set here holds).
+    Its module is imported with this one: a daemon that imported it only here would die of
+    a SIGTERM during the import, before Dagster's handler is in place (forkserver orphaned)."""
+    _daemon_run_command.main(args=list(args), prog_name=prog_name)
 
 
 def run_command_body(resume: bool) -> Callable[..., Any]:
     """What `dagster api execute_run` (or `resume_run`) executes, for a forked run worker."""
-    from dagster._cli import api
-
     body: Callable[..., Any] = (
-        api._resume_run_command_body if resume else api._execute_run_command_body
+        _run_api._resume_run_command_body if resume else _run_api._execute_run_command_body
     )
     return body
 
@@ -105,12 +98,8 @@ def import_run_worker_modules() -> None:
 
 
 __all__ = [
-    "DAGSTER_CELERY_RUN_PRIORITY_TAG",
-    "DAGSTER_CELERY_STEP_PRIORITY_TAG",
-    "DELEGATE_MARKER",
     "IO_TYPE_EXTENSION",
     "RUN_WORKER_MODULES",
-    "TASK_EXECUTE_PLAN_NAME",
     "ActiveExecution",
     "BaseAssetGraph",
     "CapturedLogContext",
@@ -153,7 +142,6 @@ __all__ = [
     "get_retries_config",
     "import_run_worker_modules",
     "is_valid_cron_string",
-    "make_app",
     "pack_value",
     "run_command_body",
     "run_daemon",

@@ -15,12 +15,12 @@ import dagster as dg
 from dagster import DagsterEvent
 
 from alphaswarm_orch.broker.celery_config import celery_config
+from alphaswarm_orch.compat.celery import make_app
 from alphaswarm_orch.compat.dagster import (
     ExecutionPlan,
     PlanOrchestrationContext,
     RetryMode,
     get_retries_config,
-    make_app,
 )
 from alphaswarm_orch.execution.loop import celery_execution_loop
 from alphaswarm_orch.settings import Settings

@@ -37,9 +37,8 @@ from dagster import (
 from alphaswarm_orch.broker import keys, running
 from alphaswarm_orch.broker.priority import dagster_priority, redis_priority
 from alphaswarm_orch.broker.redis_queues import queue_length
+from alphaswarm_orch.compat.celery import DELEGATE_MARKER, TASK_EXECUTE_PLAN_NAME
 from alphaswarm_orch.compat.dagster import (
-    DELEGATE_MARKER,
-    TASK_EXECUTE_PLAN_NAME,
     ActiveExecution,
     EngineEventData,
     ExecuteStepArgs,

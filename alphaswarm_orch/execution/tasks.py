@@ -40,9 +40,8 @@ from celery import Celery, Task
 from dagster import DagsterExecutionInterruptedError, serialize_value
 
 from alphaswarm_orch.broker.kill_switch import KillSwitch
+from alphaswarm_orch.compat.celery import DELEGATE_MARKER, TASK_EXECUTE_PLAN_NAME
 from alphaswarm_orch.compat.dagster import (
-    DELEGATE_MARKER,
-    TASK_EXECUTE_PLAN_NAME,
     EngineEventData,
     ExecuteStepArgs,
     InstanceRef,

@@ -1,5 +1,5 @@
-"""Contracts of the Celery and kombu internals in alphaswarm_orch.compat.celery, each
-exercised the way the package uses it, against the pinned versions."""
+"""Contracts of the Celery, kombu and dagster-celery internals in alphaswarm_orch.compat.celery,
+each exercised the way the package uses it, against the pinned versions."""
 
 from __future__ import annotations
 
@@ -67,6 +67,30 @@ def node_names() -> None:
     )
 
 
+def step_task_names() -> None:
+    dist = "dagster-celery"
+    assert compat.TASK_EXECUTE_PLAN_NAME == "execute_plan", _fail(
+        "TASK_EXECUTE_PLAN_NAME", "the step task's name changed", dist
+    )
+    assert isinstance(compat.DELEGATE_MARKER, str) and compat.DELEGATE_MARKER, _fail(
+        "DELEGATE_MARKER", "not a marker string", dist
+    )
+    assert compat.DAGSTER_CELERY_STEP_PRIORITY_TAG == "dagster-celery/priority", _fail(
+        "DAGSTER_CELERY_STEP_PRIORITY_TAG", "the README's step priority tag changed", dist
+    )
+    assert compat.DAGSTER_CELERY_RUN_PRIORITY_TAG == "dagster-celery/run_priority", _fail(
+        "DAGSTER_CELERY_RUN_PRIORITY_TAG", "the README's run priority tag changed", dist
+    )
+
+
+def celery_app() -> None:
+    app = compat.make_app(
+        {"broker": "memory://", "backend": None, "include": [], "config_source": {}}
+    )
+    dist = "dagster-celery"
+    assert app.conf.broker_url == "memory://", _fail("make_app", "broker not taken", dist)
+
+
 def preload_modules() -> None:
     compat.import_run_worker_modules()
     assert all(name in sys.modules for name in compat.RUN_WORKER_MODULES)
@@ -79,6 +103,11 @@ CONTRACTS = {
     event_dispatch: ["Events", "EventDispatcher"],
     node_names: ["nodesplit"],
     preload_modules: ["RUN_WORKER_MODULES", "import_run_worker_modules"],
+    step_task_names: [
+        "TASK_EXECUTE_PLAN_NAME", "DELEGATE_MARKER", "DAGSTER_CELERY_STEP_PRIORITY_TAG",
+        "DAGSTER_CELERY_RUN_PRIORITY_TAG",
+    ],
+    celery_app: ["make_app"],
 }
 """Each contract and the compat names it covers."""
 

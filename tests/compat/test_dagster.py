@@ -1,4 +1,4 @@
-"""Contracts of the Dagster and dagster-celery internals in alphaswarm_orch.compat.dagster,
+"""Contracts of the Dagster internals in alphaswarm_orch.compat.dagster,
 each exercised the way the package uses it, against the pinned versions."""
 
 from __future__ import annotations
@@ -155,30 +155,6 @@ def asset_job_and_graph() -> None:
     )
 
 
-def step_task_names() -> None:
-    dist = "dagster-celery"
-    assert compat.TASK_EXECUTE_PLAN_NAME == "execute_plan", _fail(
-        "TASK_EXECUTE_PLAN_NAME", "the step task's name changed", dist
-    )
-    assert isinstance(compat.DELEGATE_MARKER, str) and compat.DELEGATE_MARKER, _fail(
-        "DELEGATE_MARKER", "not a marker string", dist
-    )
-    assert compat.DAGSTER_CELERY_STEP_PRIORITY_TAG == "dagster-celery/priority", _fail(
-        "DAGSTER_CELERY_STEP_PRIORITY_TAG", "the README's step priority tag changed", dist
-    )
-    assert compat.DAGSTER_CELERY_RUN_PRIORITY_TAG == "dagster-celery/run_priority", _fail(
-        "DAGSTER_CELERY_RUN_PRIORITY_TAG", "the README's run priority tag changed", dist
-    )
-
-
-def celery_app() -> None:
-    app = compat.make_app(
-        {"broker": "memory://", "backend": None, "include": [], "config_source": {}}
-    )
-    dist = "dagster-celery"
-    assert app.conf.broker_url == "memory://", _fail("make_app", "broker not taken", dist)
-
-
 def step_execution() -> None:
     """The step task's path: a reconstructable job, a plan, the plan iterator, the args."""
     assert has_members(compat.ReconstructableJob, ["from_dict", "get_definition"]) == []
@@ -278,11 +254,6 @@ CONTRACTS = {
     ],
     cron: ["is_valid_cron_string"],
     asset_job_and_graph: ["UnresolvedAssetJobDefinition", "BaseAssetGraph"],
-    step_task_names: [
-        "TASK_EXECUTE_PLAN_NAME", "DELEGATE_MARKER", "DAGSTER_CELERY_STEP_PRIORITY_TAG",
-        "DAGSTER_CELERY_RUN_PRIORITY_TAG",
-    ],
-    celery_app: ["make_app"],
     step_execution: [
         "ReconstructableJob", "ReconstructableRepository", "InstanceRef",
         "create_execution_plan", "execute_plan_iterator", "ExecuteStepArgs",
