@@ -5,7 +5,7 @@ import warnings
 import dagster as dg
 
 from alphaswarm_orch.defs import hft, ingestion, ledger, paper, smoke, terraform, workflows
-from alphaswarm_orch.execution.executor import executor_for
+from alphaswarm_orch.execution import executor_for
 from alphaswarm_orch.routing import check_routing
 from alphaswarm_orch.settings import RESOURCE_KEY, Settings
 

@@ -24,14 +24,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dagster._core.storage.base_storage import DagsterStorage
-from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage, EventLogStorage
-from dagster._core.storage.runs import RunStorage, SqliteRunStorage
-from dagster._core.storage.schedules import ScheduleStorage, SqliteScheduleStorage
-from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
-from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
 
+from alphaswarm_orch.compat.dagster import (
+    ConfigurableClass,
+    ConfigurableClassData,
+    ConsolidatedSqliteEventLogStorage,
+    DagsterSqliteStorage,
+    DagsterStorage,
+    EventLogStorage,
+    RunStorage,
+    ScheduleStorage,
+    SqliteRunStorage,
+    SqliteScheduleStorage,
+)
 from alphaswarm_orch.settings import Settings, sqlalchemy_url
 
 PACKAGED_DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from alphaswarm_orch.broker.keys import DEFAULT_KILL_SWITCH_KEY
+
 BROKER_URL = "ALPHASWARM_BROKER_URL"
 RESULT_BACKEND = "ALPHASWARM_RESULT_BACKEND"
 POSTGRES_URL = "ALPHASWARM_POSTGRES_URL"
@@ -35,7 +37,6 @@ RESOURCE_KEY = "alphaswarm_settings"
 them as a parameter of this name (`dg.ResourceParam[Settings]`) instead of re-reading."""
 
 DEFAULT_STORAGE_DIR = "./.alphaswarm"
-DEFAULT_KILL_SWITCH_KEY = "alphaswarm:kill_switch"
 DEFAULT_METRICS_PORT = 9100
 DEFAULT_SENSOR_LOOP_SECONDS = 0.5
 SENSOR_LOOP_RANGE = (0.1, 30.0)

@@ -21,8 +21,8 @@ import uuid
 
 import redis
 
-from alphaswarm_orch.control.keys import session_stop_key, tick_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.keys import session_stop_key, tick_stream
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.sessions.loop import GROUP, SessionLoop
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"

@@ -32,8 +32,8 @@ from collections.abc import Callable
 
 import redis
 
+from alphaswarm_orch.broker.keys import request_stream
 from alphaswarm_orch.cli.main import LAZY_COMMANDS
-from alphaswarm_orch.control.keys import request_stream
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 EAGER = "; ".join(f"import {target.split(':')[0]}" for target in LAZY_COMMANDS.values())

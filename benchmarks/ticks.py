@@ -25,8 +25,8 @@ import uuid
 
 import redis
 
-from alphaswarm_orch.control.keys import session_stop_key, tick_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.keys import session_stop_key, tick_stream
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.db import engine_for, migrate
 from alphaswarm_orch.requests import PaperStart
 from alphaswarm_orch.sessions.loop import GROUP, SessionLoop

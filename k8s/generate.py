@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kombu.transport.redis import PRIORITY_STEPS
 
-from alphaswarm_orch.execution.celery_config import celery_config
-from alphaswarm_orch.execution.redis_queues import queue_keys
-from alphaswarm_orch.execution.running import running_key
+from alphaswarm_orch.broker.celery_config import celery_config
+from alphaswarm_orch.broker.keys import running_key
+from alphaswarm_orch.broker.redis_queues import queue_keys
+from alphaswarm_orch.compat.celery import PRIORITY_STEPS
 from alphaswarm_orch.queues import LIGHT_QUEUES, LightQueue
 from alphaswarm_orch.settings import DEFAULT_METRICS_PORT, Settings
 
@@ -225,7 +225,7 @@ def scaled_object(queue: LightQueue) -> dict[str, Any]:
     """KEDA owns the HPA for the worker: replicas = ceil((queued + running) / concurrency).
 
     One Redis list trigger per priority list of the queue (queued messages) and one for the
-    queue's running-step list (execution/running.py), summed by the formula; the target per
+    queue's running-step list (broker/running.py), summed by the formula; the target per
     replica is the worker's concurrency, as Airflow's chart scales Celery workers. Running
     sessions count, so a busy pool is not scaled in and one whose slots all hold sessions
     scales out for the next.

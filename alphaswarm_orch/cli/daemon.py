@@ -11,11 +11,10 @@ import os
 
 import click
 import dagster as dg
-from dagster._daemon import sensor
-from dagster._daemon.cli import run_command
 
 from alphaswarm_orch.cli.daemon_logs import quiet_routine_sensor_lines
 from alphaswarm_orch.cli.errors import user_errors
+from alphaswarm_orch.compat.dagster import run_daemon, set_sensor_loop_seconds
 from alphaswarm_orch.launch import ForkserverRunLauncher
 from alphaswarm_orch.launch.launcher import stop_forkserver
 from alphaswarm_orch.settings import Settings
@@ -31,7 +30,7 @@ def daemon_command(dagster_args: tuple[str, ...]) -> None:
     sensors evaluated every ALPHASWARM_SENSOR_LOOP_SECONDS (default 0.5) instead of every 5 s."""
     with user_errors():
         settings = Settings.from_env()
-    sensor.MIN_INTERVAL_LOOP_TIME = settings.sensor_loop_seconds
+    set_sensor_loop_seconds(settings.sensor_loop_seconds)
     quiet_routine_sensor_lines()
     try:
         if os.environ.get("DAGSTER_HOME"):
@@ -39,7 +38,7 @@ def daemon_command(dagster_args: tuple[str, ...]) -> None:
             with dg.DagsterInstance.get() as instance:
                 if isinstance(instance.run_launcher, ForkserverRunLauncher):
                     instance.run_launcher.warm()
-        run_command.main(args=list(dagster_args), prog_name="alphaswarm-orch daemon")
+        run_daemon(dagster_args, prog_name="alphaswarm-orch daemon")
     finally:
         # The launcher's forkserver goes with the daemon (run workers are not its children
         # and go on: run monitoring of the next daemon resumes their runs if they die).

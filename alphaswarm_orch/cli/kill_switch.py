@@ -3,8 +3,8 @@
 import click
 import redis
 
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.cli.errors import user_errors
-from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.queues import LIGHT_QUEUES, check_light_queue
 from alphaswarm_orch.settings import Settings
 

@@ -20,7 +20,7 @@ from alphaswarm_orch.settings import Settings, redacted
 from alphaswarm_orch.tags import CLI_INVOCATION_TAG
 
 if TYPE_CHECKING:
-    from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+    from alphaswarm_orch.compat.dagster import BaseAssetGraph
 
 MIRROR_BUDGET_SECONDS = 30.0
 """How long the CLI helps the mirror catch up; a larger backlog is left to `ledger sync`

@@ -4,8 +4,8 @@ import click
 
 from alphaswarm_orch.cli.errors import user_errors
 from alphaswarm_orch.control.drain import DRAIN_TIMEOUT_SECONDS, DrainError, drain
-from alphaswarm_orch.execution.worker import run_worker
 from alphaswarm_orch.settings import Settings
+from alphaswarm_orch.worker.process import run_worker
 
 
 @click.group(name="worker", invoke_without_command=True)

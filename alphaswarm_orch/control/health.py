@@ -35,11 +35,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from celery import bootsteps
-from celery.worker import state as worker_state
-from celery.worker.consumer import Consumer
 from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from alphaswarm_orch.compat.celery import CONSUMER_TASKS_STEP, Consumer, worker_state
 from alphaswarm_orch.settings import redacted
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ HEARTBEAT = Heartbeat()
 class HeartbeatStep(bootsteps.StartStopStep):
     """Consumer bootstep: beat from the consumer's event loop while it runs."""
 
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+    requires = (CONSUMER_TASKS_STEP,)
 
     def start(self, c: Consumer) -> None:
         HEARTBEAT.beat("consuming")

@@ -26,14 +26,16 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 import dagster as dg
-from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
-from dagster._core.storage.local_compute_log_manager import (
-    IO_TYPE_EXTENSION,
-    LocalComputeLogManager,
-)
-from dagster._serdes import ConfigurableClassData
-from dagster._utils import ensure_file, touch_file
 
+from alphaswarm_orch.compat.dagster import (
+    IO_TYPE_EXTENSION,
+    CapturedLogContext,
+    ComputeIOType,
+    ConfigurableClassData,
+    LocalComputeLogManager,
+    ensure_file,
+    touch_file,
+)
 from alphaswarm_orch.settings import Settings
 
 DRAIN_TIMEOUT_SECONDS = 5.0

@@ -12,13 +12,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import DagsterEvent
-from dagster._core.execution.context.system import PlanOrchestrationContext
-from dagster._core.execution.plan.plan import ExecutionPlan
-from dagster._core.execution.retries import RetryMode, get_retries_config
-from dagster_celery.make_app import make_app
+from dagster import DagsterEvent
 
-from alphaswarm_orch.execution.celery_config import celery_config
+from alphaswarm_orch.broker.celery_config import celery_config
+from alphaswarm_orch.compat.celery import make_app
+from alphaswarm_orch.compat.dagster import (
+    ExecutionPlan,
+    PlanOrchestrationContext,
+    RetryMode,
+    get_retries_config,
+)
 from alphaswarm_orch.execution.loop import celery_execution_loop
 from alphaswarm_orch.settings import Settings
 

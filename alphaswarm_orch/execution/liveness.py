@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import redis
 
+from alphaswarm_orch.broker.keys import abandoned_key, cancel_key, heartbeat_key, starts_key
+
 HEARTBEAT_INTERVAL_SECONDS = 1.0
 """How often a running step beats and looks for a cancel request."""
 
@@ -39,31 +41,8 @@ without its run loop (run worker killed, then failed by run monitoring or termin
 its steps too."""
 
 
-def heartbeat_key(task_id: str) -> str:
-    return f"alphaswarm:step:{task_id}:heartbeat"
-
-
-def starts_key(task_id: str) -> str:
-    """List of the processes that started the step, in order (one more per redelivery)."""
-    return f"alphaswarm:step:{task_id}:starts"
-
-
 def started_by(client: redis.Redis, task_id: str) -> list[str]:
     return [raw.decode() for raw in client.lrange(starts_key(task_id), 0, -1)]
-
-
-def run_tasks_key(run_id: str) -> str:
-    """Hash step key -> Celery task id of a run's latest submission of each step, written
-    before the task is sent: a resumed run loop finds every task that may have been sent."""
-    return f"alphaswarm:run:{run_id}:tasks"
-
-
-def abandoned_key(task_id: str) -> str:
-    return f"alphaswarm:step:{task_id}:abandoned"
-
-
-def cancel_key(run_id: str) -> str:
-    return f"alphaswarm:run:{run_id}:cancel"
 
 
 def worker_identity(hostname: str | None) -> str:

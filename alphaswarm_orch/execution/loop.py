@@ -4,9 +4,9 @@ Completion is event-driven: the Redis result backend publishes every stored resu
 task's key, and the loop waits on a subscription to the keys of its in-flight steps (one
 batched MGET per second backs it up, together with the heartbeat check). It also:
 
-- submits in Dagster priority order with the Redis priority inverted (priority.py);
+- submits in Dagster priority order with the Redis priority inverted (broker/priority.py);
 - on termination (launcher interrupt, or the run marked CANCELING by anyone) stops submitting,
-  asks running steps to stop (liveness.cancel_key), waits for them up to STOP_TIMEOUT_SECONDS,
+  asks running steps to stop (broker/keys.cancel_key), waits for them up to STOP_TIMEOUT_SECONDS,
   and lets Dagster end the run CANCELED;
 - records a failure before or around a step (kill switch, stale worker code, worker lost)
   as that step's STEP_FAILURE, or STEP_UP_FOR_RETRY when the op's retry policy allows.
@@ -27,25 +27,33 @@ import dagster as dg
 import redis
 from billiard.exceptions import WorkerLostError
 from celery import Celery, states
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
-from dagster._core.execution.context.system import PlanOrchestrationContext
-from dagster._core.execution.plan.active import ActiveExecution
-from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
-from dagster._core.execution.plan.objects import StepFailureData, StepRetryData
-from dagster._core.execution.plan.plan import ExecutionPlan
-from dagster._core.execution.plan.step import ExecutionStep
-from dagster._grpc.types import ExecuteStepArgs
-from dagster._serdes import pack_value
-from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
-from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
-from dagster_celery.core_execution_loop import DELEGATE_MARKER
-from dagster_shared.serdes import deserialize_value
+from dagster import (
+    DagsterEvent,
+    DagsterEventType,
+    DagsterExecutionInterruptedError,
+    deserialize_value,
+)
 
-from alphaswarm_orch.control.guard import run_ended
-from alphaswarm_orch.execution import liveness, running
-from alphaswarm_orch.execution.priority import dagster_priority, redis_priority
-from alphaswarm_orch.execution.redis_queues import queue_length
+from alphaswarm_orch.broker import keys, running
+from alphaswarm_orch.broker.priority import dagster_priority, redis_priority
+from alphaswarm_orch.broker.redis_queues import queue_length
+from alphaswarm_orch.compat.celery import DELEGATE_MARKER, TASK_EXECUTE_PLAN_NAME
+from alphaswarm_orch.compat.dagster import (
+    ActiveExecution,
+    EngineEventData,
+    ExecuteStepArgs,
+    ExecutionPlan,
+    ExecutionStep,
+    InstanceConcurrencyContext,
+    PlanOrchestrationContext,
+    SerializableErrorInfo,
+    StepFailureData,
+    StepRetryData,
+    pack_value,
+    serializable_error_info_from_exc_info,
+)
+from alphaswarm_orch.execution import liveness
+from alphaswarm_orch.guard import run_ended
 from alphaswarm_orch.queues import DEFAULT_QUEUE, LIGHT_QUEUES, QUEUE_TAG
 from alphaswarm_orch.tags import RUN_WORKER_PID_TAG
 
@@ -144,7 +152,7 @@ class ResultWatcher:
             return {}
         with self.client.pipeline(transaction=False) as pipe:
             pipe.mget([f.channel for f in flights])
-            pipe.mget([liveness.heartbeat_key(f.task_id) for f in flights])
+            pipe.mget([keys.heartbeat_key(f.task_id) for f in flights])
             results, beats = pipe.execute()
         for flight, raw in zip(flights, results, strict=True):
             if raw is not None:
@@ -310,7 +318,7 @@ class _Run:
         client = self.watcher.client
         hashed = {
             k.decode(): v.decode()
-            for k, v in client.hgetall(liveness.run_tasks_key(self.context.run_id)).items()
+            for k, v in client.hgetall(keys.run_tasks_key(self.context.run_id)).items()
         }
         now = time.monotonic()
         for step in possibly_in_flight:
@@ -338,7 +346,7 @@ class _Run:
         for task_id in candidates:
             with client.pipeline(transaction=False) as pipe:
                 pipe.get(self.watcher.channel(task_id))
-                pipe.get(liveness.heartbeat_key(task_id))
+                pipe.get(keys.heartbeat_key(task_id))
                 result, beat = pipe.execute()
             state[task_id] = (result, beat)
         alive = [t for t in candidates if state[t][0] is not None or state[t][1] is not None]
@@ -412,7 +420,7 @@ class _Run:
         )
         self.watcher.watch(flight)
         self.flights[step.key] = flight
-        tasks = liveness.run_tasks_key(self.context.run_id)
+        tasks = keys.run_tasks_key(self.context.run_id)
         with self.watcher.client.pipeline(transaction=False) as pipe:
             pipe.hset(tasks, step.key, task_id)
             pipe.expire(tasks, liveness.MARK_TTL_SECONDS)

@@ -37,20 +37,23 @@ from typing import Any
 
 import dagster as dg
 from celery import Celery, Task
-from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.events import EngineEventData
-from dagster._core.execution.api import create_execution_plan, execute_plan_iterator
-from dagster._core.instance.ref import InstanceRef
-from dagster._grpc.types import ExecuteStepArgs
-from dagster._serdes import serialize_value, unpack_value
-from dagster._utils.error import serializable_error_info_from_exc_info
-from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
-from dagster_celery.core_execution_loop import DELEGATE_MARKER
+from dagster import DagsterExecutionInterruptedError, serialize_value
 
-from alphaswarm_orch.control.guard import run_ended_check
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.kill_switch import KillSwitch
+from alphaswarm_orch.compat.celery import DELEGATE_MARKER, TASK_EXECUTE_PLAN_NAME
+from alphaswarm_orch.compat.dagster import (
+    EngineEventData,
+    ExecuteStepArgs,
+    InstanceRef,
+    ReconstructableJob,
+    ReconstructableRepository,
+    create_execution_plan,
+    execute_plan_iterator,
+    serializable_error_info_from_exc_info,
+    unpack_value,
+)
 from alphaswarm_orch.execution.liveness import StepWatch, admission, worker_identity
+from alphaswarm_orch.guard import run_ended_check
 from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
 from alphaswarm_orch.settings import Settings
 

@@ -34,13 +34,19 @@ from pathlib import Path
 from typing import Any, Self
 
 import redis
-from dagster import DagsterRun, Field
-from dagster._core.errors import DagsterInvariantViolationError, DagsterLaunchFailedError
-from dagster._core.launcher import LaunchRunContext, ResumeRunContext, RunLauncher
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+from dagster import DagsterInvariantViolationError, DagsterRun, Field, serialize_value
 
-from alphaswarm_orch.execution import liveness
+from alphaswarm_orch.compat.dagster import (
+    CheckRunHealthResult,
+    ConfigurableClass,
+    ConfigurableClassData,
+    DagsterLaunchFailedError,
+    LaunchRunContext,
+    ResumeRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
+from alphaswarm_orch.execution import request_cancel
 from alphaswarm_orch.launch.worker import RELEASE, start_run_worker
 from alphaswarm_orch.settings import Settings, redacted
 from alphaswarm_orch.tags import RUN_WORKER_HOST_TAG, RUN_WORKER_PID_TAG
@@ -285,7 +291,7 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
             return  # no Celery steps (embedded executor)
         client = redis.Redis.from_url(backend, socket_timeout=5, socket_connect_timeout=5)
         try:
-            liveness.request_cancel(client, run.run_id)
+            request_cancel(client, run.run_id)
         except redis.RedisError as exc:
             self._instance.report_engine_event(
                 f"Could not ask the run's running steps to stop through {redacted(backend)}: "

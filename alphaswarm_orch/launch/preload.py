@@ -9,24 +9,9 @@ libraries assets import lazily. Importing is all this does: no connection, no th
 """
 
 # ruff: noqa: F401
-import celery.app.amqp
-import celery.app.events
-import celery.backends.redis
-import celery.contrib.testing.tasks
-import celery.events.dispatcher
-import celery.fixups.django
-import celery.loaders.app
-import celery.worker
-import dagster._cli.api
-import dagster._core.execution.api
-import dagster._core.instance.factory
-import dagster._core.workspace.autodiscovery
-import dagster._daemon.controller
-import dagster._utils.test.definitions
 import dagster_postgres
 import dlt.sources.helpers.requests
 import fsspec.implementations.local
-import kombu.transport.redis
 import pendulum.locales.en.locale
 import pluggy
 import psycopg2.extras
@@ -36,6 +21,11 @@ import structlog
 import upath.implementations.local
 
 import alphaswarm_orch.definitions
-import alphaswarm_orch.execution.compute_logs
 import alphaswarm_orch.instance
 import alphaswarm_orch.launch.worker
+from alphaswarm_orch.compat import celery as _celery_internals
+from alphaswarm_orch.compat import dagster as _dagster_internals
+from alphaswarm_orch.execution import ThreadedComputeLogManager
+
+_dagster_internals.import_run_worker_modules()
+_celery_internals.import_run_worker_modules()

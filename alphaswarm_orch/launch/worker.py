@@ -16,12 +16,14 @@ from multiprocessing import forkserver, resource_tracker
 from multiprocessing.connection import Connection
 
 import dagster as dg
-from dagster._cli.api import _execute_run_command_body, _resume_run_command_body
-from dagster._core.events import EngineEventData
-from dagster._core.instance import InstanceRef
-from dagster._serdes import deserialize_value
-from dagster._utils.error import serializable_error_info_from_exc_info
-from dagster._utils.interrupts import capture_interrupts
+
+from alphaswarm_orch.compat.dagster import (
+    EngineEventData,
+    InstanceRef,
+    capture_interrupts,
+    run_command_body,
+    serializable_error_info_from_exc_info,
+)
 
 RELEASE = "release"
 """What the launcher sends once the worker's pid is recorded: start executing."""
@@ -76,7 +78,7 @@ def _run_worker(
     # A terminate that arrives before the run starts is held, then raised at its first step.
     with capture_interrupts():
         conn.send(os.getpid())
-        ref = deserialize_value(instance_ref, InstanceRef)
+        ref = dg.deserialize_value(instance_ref, InstanceRef)
         with dg.DagsterInstance.from_ref(ref) as instance:
             try:
                 released = conn.recv() == RELEASE
@@ -106,7 +108,7 @@ def _execute(instance: dg.DagsterInstance, run_id: str, resume: bool) -> int:
         # until run monitoring's cancel timeout.
         instance.report_run_canceled(run, "Run terminated before its run worker started.")
         return 0
-    body = _resume_run_command_body if resume else _execute_run_command_body
+    body = run_command_body(resume)
     try:
         return body(run_id, instance, lambda _event: None, set_exit_code_on_failure=True)
     except Exception:

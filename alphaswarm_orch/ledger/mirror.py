@@ -51,7 +51,7 @@ from alphaswarm_orch.ledger.schema import (
 from alphaswarm_orch.settings import Settings
 
 if TYPE_CHECKING:
-    from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+    from alphaswarm_orch.compat.dagster import BaseAssetGraph
 
 DEFAULT_BATCH_SIZE = 5000
 """Events read per event type per batch: bounds the work (and memory) of one transaction."""

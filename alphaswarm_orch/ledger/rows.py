@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._utils.error import SerializableErrorInfo
 
+from alphaswarm_orch.compat.dagster import SerializableErrorInfo
 from alphaswarm_orch.ledger.events import ET, RUN_STATUSES, STEP_STATUSES
 from alphaswarm_orch.ledger.schema import (
     fit,
@@ -31,7 +31,7 @@ TERMINAL_STEP = frozenset({"success", "failure", "skipped"})
 ERROR_SUMMARY_LENGTH = 2000
 """Error text kept per transition, step and run (the columns are unbounded `text`)."""
 REFUSAL_CLASS = "KillSwitchEngaged"
-"""alphaswarm_orch.control.kill_switch.KillSwitchEngaged: a step refused by the kill switch."""
+"""alphaswarm_orch.broker.kill_switch.KillSwitchEngaged: a step refused by the kill switch."""
 
 _DOMAIN_KINDS = {"ingestion": "ingestion", "workflows": "workflow", "workflow": "workflow"}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from alphaswarm_orch.control.guard import clear_episode, record_refusal_once, refusal_recorded
-from alphaswarm_orch.control.keys import request_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.keys import request_stream
+from alphaswarm_orch.broker.kill_switch import KillSwitch
+from alphaswarm_orch.guard import clear_episode, record_refusal_once, refusal_recorded
 from alphaswarm_orch.settings import Settings
 
 REQUEST_SENSOR_INTERVAL_SECONDS = 1

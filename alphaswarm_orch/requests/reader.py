@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from alphaswarm_orch.control.keys import dead_letter_stream, request_ids, request_stream
+from alphaswarm_orch.broker.keys import dead_letter_stream, request_ids, request_stream
 from alphaswarm_orch.requests.models import SCHEMA_VERSIONS, Request, request_adapter, type_names
 from alphaswarm_orch.text import sanitize
 

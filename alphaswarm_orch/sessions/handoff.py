@@ -16,7 +16,7 @@ import socket
 
 import redis
 
-from alphaswarm_orch.control.keys import worker_handoff_key
+from alphaswarm_orch.broker.keys import worker_handoff_key
 
 FLAG_TTL_SECONDS = 24 * 60 * 60
 """A worker restarted under the same node name clears it at start anyway."""

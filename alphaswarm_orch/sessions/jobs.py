@@ -12,9 +12,9 @@ the kill switch end the session for good (`dg.Failure(allow_retries=False)`).
 import dagster as dg
 import redis
 
-from alphaswarm_orch.control.guard import record_refusal_once, refuse_while_killed
-from alphaswarm_orch.control.keys import worker_handoff_key
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.keys import worker_handoff_key
+from alphaswarm_orch.broker.kill_switch import KillSwitch
+from alphaswarm_orch.guard import record_refusal_once, refuse_while_killed
 from alphaswarm_orch.ledger.db import ledger_engine
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.requests.models import REQUEST_TYPES, SessionStart

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from alphaswarm_orch.control.keys import session_fence_key, session_lease_key, tick_stream
+from alphaswarm_orch.broker.keys import session_fence_key, session_lease_key, tick_stream
 
 LEASE_TTL_MS = 8_000
 """A lease not renewed for this long is free. Below the executor's worker-loss detection

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import redis
 
-from alphaswarm_orch.control.keys import session_stop_key, tick_stream
-from alphaswarm_orch.control.kill_switch import (
+from alphaswarm_orch.broker.keys import session_stop_key, tick_stream
+from alphaswarm_orch.broker.kill_switch import (
     KillSwitch,
     KillSwitchEngaged,
     engaged_states,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dagster as dg
 import redis
 
-from alphaswarm_orch.control.keys import request_stream, session_registry, session_stop_key
+from alphaswarm_orch.broker.keys import request_stream, session_registry, session_stop_key
 from alphaswarm_orch.requests import Request, SessionStart, SessionStop, read_requests
 from alphaswarm_orch.requests.hold import REQUEST_SENSOR_INTERVAL_SECONDS, kill_switch_hold
 from alphaswarm_orch.requests.launchable import launched_job, log_batch, run_request_problem

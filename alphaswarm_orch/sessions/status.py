@@ -16,7 +16,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.keys import session_lease_key, tick_stream
+from alphaswarm_orch.broker.keys import session_lease_key, tick_stream
 from alphaswarm_orch.sessions.lease import Owner
 from alphaswarm_orch.sessions.loop import GROUP
 from alphaswarm_orch.sessions.schema import ACTIVE, paper_session_events, paper_sessions

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import redis
 
-from alphaswarm_orch.control.keys import tick_stream
+from alphaswarm_orch.broker.keys import tick_stream
 
 
 class InvalidTick(ValueError):

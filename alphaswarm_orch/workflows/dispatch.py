@@ -18,7 +18,7 @@ import celery.exceptions
 from celery import Celery
 from celery.result import AsyncResult
 
-from alphaswarm_orch.execution.celery_config import celery_config
+from alphaswarm_orch.broker.celery_config import celery_config
 from alphaswarm_orch.queues import check_heavy_queue
 from alphaswarm_orch.settings import Settings
 

@@ -13,8 +13,8 @@ import click
 import pytest
 import redis
 
+from alphaswarm_orch.broker.keys import request_stream
 from alphaswarm_orch.cli.main import LAZY_COMMANDS, main
-from alphaswarm_orch.control.keys import request_stream
 
 HEAVY = ("dagster", "dagster_celery", "celery", "kombu", "sqlalchemy", "alembic")
 """Packages a Redis-only operator command must not import (the ledger's SQLAlchemy/Alembic

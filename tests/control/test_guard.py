@@ -16,13 +16,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.guard import (
+from alphaswarm_orch.broker.kill_switch import KillSwitch, KillSwitchEngaged
+from alphaswarm_orch.guard import (
     clear_episode,
     record_refusal_once,
     refuse_while_killed,
     run_ended,
 )
-from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.ledger.schema import ledger_refusals
 from alphaswarm_orch.settings import Settings
 from tests.support.switches import KEY_TYPES, refused_redis_url, write_switch

@@ -16,9 +16,9 @@ import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from alphaswarm_orch.broker.keys import tick_stream
+from alphaswarm_orch.broker.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.cli.main import main
-from alphaswarm_orch.control.keys import tick_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.defs.hft import hft_request_sensor
 from alphaswarm_orch.defs.paper import paper_request_sensor, paper_session_job
 from alphaswarm_orch.ledger.db import migrate

@@ -11,10 +11,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.keys import REQUEST_FAMILIES, dead_letter_stream
+from alphaswarm_orch.broker import running
+from alphaswarm_orch.broker.keys import REQUEST_FAMILIES, dead_letter_stream
+from alphaswarm_orch.broker.redis_queues import queue_keys
 from alphaswarm_orch.control.metrics import WorkerCollector
-from alphaswarm_orch.execution import running
-from alphaswarm_orch.execution.redis_queues import queue_keys
 from alphaswarm_orch.requests import reader
 from alphaswarm_orch.settings import Settings
 from tests.support.ops import sample, scrape, sender, stop_all, worker_env

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from alphaswarm_orch.broker.keys import running_key
+from alphaswarm_orch.broker.redis_queues import queue_keys
 from alphaswarm_orch.cli.worker import worker_group
 from alphaswarm_orch.control.drain import DRAIN_TIMEOUT_SECONDS
-from alphaswarm_orch.execution.redis_queues import queue_keys
-from alphaswarm_orch.execution.running import running_key
 from alphaswarm_orch.queues import HEAVY_QUEUES, LIGHT_QUEUES
 from alphaswarm_orch.settings import (
     BROKER_URL,

@@ -13,7 +13,7 @@ import pytest
 import redis
 from celery import Celery
 
-from alphaswarm_orch.execution.redis_queues import queue_keys
+from alphaswarm_orch.broker.redis_queues import queue_keys
 from tests.support.ops import RedisServer, kill_tree, sender, stop_all, worker_env
 from tests.support.runs import wait_for
 from tests.support.workers import WorkerProcess

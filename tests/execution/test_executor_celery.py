@@ -17,9 +17,9 @@ import pytest
 import redis
 import yaml
 
-from alphaswarm_orch.control.kill_switch import KillSwitch
-from alphaswarm_orch.execution import liveness, running
-from alphaswarm_orch.execution.redis_queues import queue_keys, queue_length
+from alphaswarm_orch.broker import keys, running
+from alphaswarm_orch.broker.kill_switch import KillSwitch
+from alphaswarm_orch.broker.redis_queues import queue_keys, queue_length
 from alphaswarm_orch.settings import Settings
 from tests.support.ops import sample, scrape
 from tests.support.processes import free_port
@@ -389,15 +389,15 @@ def test_running_entries_of_dead_workers_are_pruned(broker) -> None:
     queue = f"prune-{uuid.uuid4().hex}"
     now = time.time()
     old = now - running.PRUNE_AFTER_SECONDS - 1
-    broker.rpush(running.running_key(queue), f"dead {old}", f"alive {old}", f"young {now}")
-    broker.set(liveness.heartbeat_key("alive"), "w pid 1", ex=10)
+    broker.rpush(keys.running_key(queue), f"dead {old}", f"alive {old}", f"young {now}")
+    broker.set(keys.heartbeat_key("alive"), "w pid 1", ex=10)
     try:
         assert running.prune(broker, queue) == 2
-        assert [e.split()[0] for e in broker.lrange(running.running_key(queue), 0, -1)] == [
+        assert [e.split()[0] for e in broker.lrange(keys.running_key(queue), 0, -1)] == [
             "alive",
             "young",
         ]
         running.finished(broker, queue, "young")
         assert running.count(broker, queue) == 1
     finally:
-        broker.delete(running.running_key(queue), liveness.heartbeat_key("alive"))
+        broker.delete(keys.running_key(queue), keys.heartbeat_key("alive"))

@@ -9,7 +9,7 @@ import pytest
 import redis
 from celery import Celery
 
-from alphaswarm_orch.execution.redis_queues import queue_length
+from alphaswarm_orch.broker.redis_queues import queue_length
 from tests.support.runs import (
     REPO,
     execute_job,

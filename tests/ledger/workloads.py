@@ -18,7 +18,7 @@ from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
 from dagster._serdes import serialize_value
 
-from alphaswarm_orch.control.kill_switch import KillSwitchEngaged
+from alphaswarm_orch.broker.kill_switch import KillSwitchEngaged
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.tags import workload_tags
 
@@ -39,8 +39,7 @@ def returns(prices: int) -> int:
 
 ingestion_prices_job = dg.define_asset_job(
     "ingestion_prices_job",
-    selection=[prices, returns],
-    partitions_def=REGIONS,
+    selection=[prices, returns],  # partitioned by REGIONS, inferred from the assets
     executor_def=dg.in_process_executor,
 )
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from alphaswarm_orch.control.keys import (
+from alphaswarm_orch.broker.keys import (
     REQUEST_FAMILIES,
     dead_letter_stream,
     request_ids,

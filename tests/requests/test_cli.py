@@ -6,8 +6,8 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from alphaswarm_orch.broker.keys import request_stream
 from alphaswarm_orch.cli.main import main
-from alphaswarm_orch.control.keys import request_stream
 from alphaswarm_orch.requests import HftStop, PaperStart, TerraformRequest, read_requests
 
 

@@ -9,7 +9,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alphaswarm_orch.control.keys import dead_letter_stream, request_ids, request_stream
+from alphaswarm_orch.broker.keys import dead_letter_stream, request_ids, request_stream
 from alphaswarm_orch.requests import (
     DEAD_LETTER_MAXLEN,
     DEAD_LETTER_PAYLOAD_BYTES,

@@ -11,7 +11,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.keys import (
+from alphaswarm_orch.broker.keys import (
     REQUEST_FAMILIES,
     dead_letter_stream,
     request_ids,
@@ -22,7 +22,7 @@ from alphaswarm_orch.control.keys import (
     session_stop_key,
     tick_stream,
 )
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.db import migrate
 from alphaswarm_orch.requests import PaperStart
 

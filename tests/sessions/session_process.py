@@ -14,7 +14,7 @@ import sys
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.sessions.loop import SessionLoop, sigterm_stops
 from alphaswarm_orch.sessions.simulator import PaperSimulator
 from tests.sessions.conftest import paper_start

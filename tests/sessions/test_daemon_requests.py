@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 import redis
 
-from alphaswarm_orch.control.keys import dead_letter_stream, request_stream
+from alphaswarm_orch.broker.keys import dead_letter_stream, request_stream
 from alphaswarm_orch.tags import ACTOR_TAG, REQUEST_ID_TAG, SESSION_ID_TAG
 from tests.support.processes import background, read_log
 from tests.support.runs import REPO, wait_for

@@ -14,8 +14,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.keys import session_stop_key
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.keys import session_stop_key
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.sessions.jobs import record_outcome
 from alphaswarm_orch.sessions.lease import SessionLease, owner_of
 from alphaswarm_orch.sessions.loop import SessionLoop, SessionOutcome

@@ -13,8 +13,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.keys import session_stop_key, tick_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.keys import session_stop_key, tick_stream
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.db import migrate
 from alphaswarm_orch.sessions.loop import CONSUMER, GROUP, SessionLoop
 from alphaswarm_orch.sessions.simulator import PaperSimulator, paper_fills, paper_ticks

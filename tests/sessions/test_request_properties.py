@@ -19,7 +19,7 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from alphaswarm_orch.control.keys import dead_letter_stream, request_stream, session_stop_key
+from alphaswarm_orch.broker.keys import dead_letter_stream, request_stream, session_stop_key
 from alphaswarm_orch.definitions import build_definitions
 from alphaswarm_orch.defs.paper import paper_request_sensor
 from alphaswarm_orch.defs.terraform.sensors import terraform_request_sensor, terraform_run_request

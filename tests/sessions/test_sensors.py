@@ -11,7 +11,7 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from alphaswarm_orch.control.keys import dead_letter_stream, request_stream, session_stop_key
+from alphaswarm_orch.broker.keys import dead_letter_stream, request_stream, session_stop_key
 from alphaswarm_orch.defs.hft import hft_request_sensor, hft_session_job
 from alphaswarm_orch.defs.paper import paper_request_sensor, paper_session_job
 from alphaswarm_orch.requests import HftStart, PaperStop, append_request

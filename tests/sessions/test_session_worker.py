@@ -15,8 +15,8 @@ import redis
 import sqlalchemy as sa
 import yaml
 
-from alphaswarm_orch.control.keys import session_stop_key, tick_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.keys import session_stop_key, tick_stream
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.db import migrate
 from alphaswarm_orch.sessions.simulator import paper_fills, paper_sessions
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick

@@ -14,8 +14,8 @@ import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from alphaswarm_orch.broker.keys import session_fence_key, session_lease_key, tick_stream
 from alphaswarm_orch.cli.main import main
-from alphaswarm_orch.control.keys import session_fence_key, session_lease_key, tick_stream
 from alphaswarm_orch.sessions.lease import SessionLease
 from alphaswarm_orch.sessions.loop import GROUP
 from alphaswarm_orch.sessions.simulator import PaperSimulator

@@ -15,7 +15,7 @@ import redis
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
-from alphaswarm_orch.execution.celery_config import celery_config
+from alphaswarm_orch.broker.celery_config import celery_config
 from alphaswarm_orch.settings import Settings
 from tests.support.processes import free_port
 from tests.support.runs import wait_for

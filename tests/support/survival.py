@@ -34,7 +34,7 @@ import redis
 import sqlalchemy as sa
 import yaml
 
-from alphaswarm_orch.control.keys import session_stop_key, tick_stream
+from alphaswarm_orch.broker.keys import session_stop_key, tick_stream
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.tags import REQUEST_ID_TAG
 from tests.support import rollout

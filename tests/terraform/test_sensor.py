@@ -12,8 +12,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.control.keys import dead_letter_stream, request_ids, request_stream
-from alphaswarm_orch.control.kill_switch import KillSwitch
+from alphaswarm_orch.broker.keys import dead_letter_stream, request_ids, request_stream
+from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.definitions import build_definitions
 from alphaswarm_orch.defs.terraform.sensors import terraform_request_sensor
 from alphaswarm_orch.ledger.schema import ledger_refusals

@@ -16,12 +16,12 @@ from typing import Any
 
 import redis
 
-from alphaswarm_orch.control.keys import (
+from alphaswarm_orch.broker.keys import (
     REQUEST_FAMILIES,
     dead_letter_stream,
     queue_kill_switch_key,
 )
-from alphaswarm_orch.control.kill_switch import read_states
+from alphaswarm_orch.broker.kill_switch import read_states
 from alphaswarm_orch.control.metrics.counters import hostname_label, queue_label
 from alphaswarm_orch.control.metrics.dagster_series import ledger_lag_series, session_series
 from alphaswarm_orch.control.metrics.upstream import (

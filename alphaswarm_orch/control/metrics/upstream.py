@@ -1,22 +1,30 @@
-"""What the metrics take from Celery, kombu, prometheus-client and the execution layer.
+"""What the metrics take from Celery, prometheus-client and the broker layer.
 
-Imported here once, so that where a symbol comes from is one line to change.
+Imported here once, so that where a symbol comes from is one line to change. Private upstream
+internals come through the compat seam (alphaswarm_orch/compat/).
 """
 
-from celery.app.events import Events
-from celery.events.dispatcher import EventDispatcher
 from celery.signals import after_task_publish, task_postrun, task_prerun, task_received
-from celery.utils.nodenames import nodesplit
-from celery.worker import state as worker_state
-from kombu.transport.redis import PRIORITY_STEPS, Channel
-from prometheus_client import CollectorRegistry, Counter, Histogram, values
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Histogram, Metric
 
-from alphaswarm_orch.execution import running
-from alphaswarm_orch.execution.celery_config import SENT_AT_HEADER
-from alphaswarm_orch.execution.redis_queues import queue_keys
+from alphaswarm_orch.broker import running
+from alphaswarm_orch.broker.celery_config import SENT_AT_HEADER
+from alphaswarm_orch.broker.redis_queues import queue_keys
+from alphaswarm_orch.compat.celery import (
+    PRIORITY_STEPS,
+    Channel,
+    EventDispatcher,
+    Events,
+    nodesplit,
+    worker_state,
+)
+from alphaswarm_orch.compat.prometheus import (
+    Collector,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    MultiProcessCollector,
+    values,
+)
 
 __all__ = [
     "PRIORITY_STEPS",

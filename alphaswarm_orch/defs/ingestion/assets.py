@@ -11,7 +11,6 @@ from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.extract.source import DltSource
 
-from alphaswarm_orch.control.guard import run_ended_check
 from alphaswarm_orch.defs.ingestion.config import AirbyteConnection, SqlTable
 from alphaswarm_orch.defs.ingestion.resources import (
     AirbyteResource,
@@ -27,6 +26,7 @@ from alphaswarm_orch.defs.ingestion.sources import (
     market_data_source,
     reference_data_source,
 )
+from alphaswarm_orch.guard import run_ended_check
 from alphaswarm_orch.queues import queue_tags
 
 GROUP = "ingestion"

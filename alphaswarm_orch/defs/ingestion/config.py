@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from dagster._utils.schedules import is_valid_cron_string
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from alphaswarm_orch.compat.dagster import is_valid_cron_string
 from alphaswarm_orch.settings import INGESTION_CONFIG, Settings
 from alphaswarm_orch.yamlspec import SpecProblem, YamlSpecError, load_document, quoted
 

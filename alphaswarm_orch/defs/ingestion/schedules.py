@@ -10,8 +10,8 @@ import os
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from alphaswarm_orch.compat.dagster import UnresolvedAssetJobDefinition
 from alphaswarm_orch.tags import workload_tags
 
 FRESHNESS_CRON = "*/30 * * * *"

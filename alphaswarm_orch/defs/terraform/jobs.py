@@ -11,8 +11,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from alphaswarm_orch.control.guard import refuse_step, run_ended_check
 from alphaswarm_orch.defs.terraform.resources import TerraformResource
+from alphaswarm_orch.guard import refuse_step, run_ended_check
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import REQUEST_ID_TAG, workload_tags

@@ -14,7 +14,7 @@ from functools import partial
 import dagster as dg
 import redis
 
-from alphaswarm_orch.control.keys import request_stream
+from alphaswarm_orch.broker.keys import request_stream
 from alphaswarm_orch.defs.terraform.jobs import (
     QUEUE,
     terraform_apply_job,

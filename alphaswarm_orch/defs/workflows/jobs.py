@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from alphaswarm_orch.control.guard import refuse_step, run_ended_check
+from alphaswarm_orch.guard import refuse_step, run_ended_check
 from alphaswarm_orch.queues import queue_tags
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.tags import workload_tags

@@ -8,9 +8,8 @@ with a non-zero priority (dagster-celery's default priority 5 lands in step 3).
 from __future__ import annotations
 
 import redis
-from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-PRIORITY_SEPARATOR: str = Channel.sep
+from alphaswarm_orch.compat.celery import PRIORITY_SEPARATOR, PRIORITY_STEPS
 
 
 def queue_keys(queue: str, steps: list[int] = PRIORITY_STEPS) -> list[str]:

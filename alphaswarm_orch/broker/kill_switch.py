@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from alphaswarm_orch.control.keys import queue_kill_switch_key
+from alphaswarm_orch.broker.keys import queue_kill_switch_key
 from alphaswarm_orch.settings import Settings
 from alphaswarm_orch.text import sanitize
 

@@ -26,11 +26,11 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.signals import worker_process_init, worker_shutting_down
-from dagster_celery.make_app import make_app
 
+from alphaswarm_orch.broker.celery_config import celery_config
+from alphaswarm_orch.compat.celery import make_app
 from alphaswarm_orch.control import health, metrics
-from alphaswarm_orch.execution.celery_config import celery_config
-from alphaswarm_orch.execution.tasks import import_instance_classes, register_tasks, start_warm_up
+from alphaswarm_orch.execution import import_instance_classes, register_tasks, start_warm_up
 from alphaswarm_orch.queues import parse_queue_list, worker_concurrency
 from alphaswarm_orch.sessions.handoff import clear_handoff, request_handoff
 from alphaswarm_orch.settings import Settings

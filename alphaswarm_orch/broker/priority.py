@@ -7,7 +7,7 @@ the one place that turns the Dagster priority into the Redis one.
 
 Rule: `p = dagster-celery/priority (step tag, default 5) + dagster-celery/run_priority (run
 tag, default 0)`, clamped to 0..9; the message carries `9 - p`. kombu groups message
-priorities into its levels 0, 3, 6, 9 (alphaswarm_orch.execution.redis_queues), so a worker
+priorities into its levels 0, 3, 6, 9 (alphaswarm_orch.broker.redis_queues), so a worker
 serves p 7-9 first, then p 4-6 (the default), then p 1-3, then p 0; within a level, first in,
 first out. The run loop also submits the steps that are ready together in `p` order.
 """
@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dagster_celery.tags import DAGSTER_CELERY_RUN_PRIORITY_TAG, DAGSTER_CELERY_STEP_PRIORITY_TAG
+from alphaswarm_orch.compat.celery import (
+    DAGSTER_CELERY_RUN_PRIORITY_TAG,
+    DAGSTER_CELERY_STEP_PRIORITY_TAG,
+)
 
 DEFAULT_STEP_PRIORITY = 5
 MAX_PRIORITY = 9

@@ -1,4 +1,8 @@
-"""Redis key and stream names shared with alphaswarm-core. One place for all of them."""
+"""Every Redis key and stream name: those shared with alphaswarm-core, and those the run loop,
+its steps and the workers tell each other through. One place for all of them."""
+
+DEFAULT_KILL_SWITCH_KEY = "alphaswarm:kill_switch"
+"""The global kill switch (ALPHASWARM_KILL_SWITCH_KEY overrides it)."""
 
 REQUEST_FAMILIES = ("paper", "hft", "terraform")
 
@@ -59,3 +63,31 @@ def refusal_episode_key(source: str, queue: str, run_id: str | None = None) -> s
     when `run_id` is given)."""
     base = f"alphaswarm:refusals:{source}:{queue}"
     return base if run_id is None else f"{base}:{run_id}"
+
+
+def heartbeat_key(task_id: str) -> str:
+    return f"alphaswarm:step:{task_id}:heartbeat"
+
+
+def starts_key(task_id: str) -> str:
+    """List of the processes that started the step, in order (one more per redelivery)."""
+    return f"alphaswarm:step:{task_id}:starts"
+
+
+def run_tasks_key(run_id: str) -> str:
+    """Hash step key -> Celery task id of a run's latest submission of each step, written
+    before the task is sent: a resumed run loop finds every task that may have been sent."""
+    return f"alphaswarm:run:{run_id}:tasks"
+
+
+def abandoned_key(task_id: str) -> str:
+    return f"alphaswarm:step:{task_id}:abandoned"
+
+
+def cancel_key(run_id: str) -> str:
+    return f"alphaswarm:run:{run_id}:cancel"
+
+
+def running_key(queue: str) -> str:
+    """List of the steps running on light queue `queue` (broker/running.py)."""
+    return f"alphaswarm:queue:{queue}:running"

@@ -15,8 +15,8 @@ from collections.abc import Callable
 import dagster as dg
 import redis
 
-from alphaswarm_orch.control.keys import refusal_episode_key
-from alphaswarm_orch.control.kill_switch import KillSwitch, KillSwitchEngaged
+from alphaswarm_orch.broker.keys import refusal_episode_key
+from alphaswarm_orch.broker.kill_switch import KillSwitch, KillSwitchEngaged
 from alphaswarm_orch.settings import Settings
 
 RUN_EPISODE_TTL_SECONDS = 24 * 60 * 60

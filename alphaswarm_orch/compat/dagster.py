@@ -1,0 +1,153 @@
+"""Dagster internals the code location builds on (not in `dagster`'s public API): instance
+storage classes, the run launcher and compute-log bases, the executor's
+plan machinery, the run and step entry points, and the daemon's sensor loop period.
+
+Pinned with the Dagster family in pyproject.toml; tests/compat/test_dagster.py holds the
+contract each name is used under.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dagster._cli import api as _run_api
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+from dagster._core.errors import DagsterLaunchFailedError
+from dagster._core.events import EngineEventData
+from dagster._core.execution.api import create_execution_plan, execute_plan_iterator
+from dagster._core.execution.context.system import PlanOrchestrationContext
+from dagster._core.execution.plan.active import ActiveExecution
+from dagster._core.execution.plan.instance_concurrency_context import (
+    InstanceConcurrencyContext,
+)
+from dagster._core.execution.plan.objects import StepFailureData, StepRetryData
+from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.plan.step import ExecutionStep
+from dagster._core.execution.retries import RetryMode, get_retries_config
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.launcher import LaunchRunContext, ResumeRunContext, RunLauncher
+from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
+from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage, EventLogStorage
+from dagster._core.storage.local_compute_log_manager import (
+    IO_TYPE_EXTENSION,
+    LocalComputeLogManager,
+)
+from dagster._core.storage.runs import RunStorage, SqliteRunStorage
+from dagster._core.storage.schedules import ScheduleStorage, SqliteScheduleStorage
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
+from dagster._daemon import sensor as _sensor_daemon
+from dagster._daemon.cli import run_command as _daemon_run_command
+from dagster._grpc.types import ExecuteStepArgs
+from dagster._serdes import ConfigurableClass, ConfigurableClassData, pack_value, unpack_value
+from dagster._utils import ensure_file, touch_file
+from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
+from dagster._utils.interrupts import capture_interrupts
+from dagster._utils.schedules import is_valid_cron_string
+
+RUN_WORKER_MODULES = (
+    "dagster._cli.api",
+    "dagster._core.execution.api",
+    "dagster._core.instance.factory",
+    "dagster._core.workspace.autodiscovery",
+    "dagster._daemon.controller",
+    "dagster._utils.test.definitions",
+)
+"""Dagster modules a run worker imports after the fork (the launcher's forkserver preloads)."""
+
+
+def set_sensor_loop_seconds(seconds: float) -> None:
+    """Set the daemon's sensor loop period (5 s in Dagster, with no setting for it): the loop
+    reads the module constant on every iteration, so setting it before the daemon starts in
+    this process takes effect."""
+    # Declared an int; the loop only subtracts and compares it, so a fraction works.
+    _sensor_daemon.MIN_INTERVAL_LOOP_TIME = seconds  # type: ignore[assignment]
+
+
+def sensor_loop_seconds() -> float:
+    """The daemon's sensor loop period now in effect in this process."""
+    return float(_sensor_daemon.MIN_INTERVAL_LOOP_TIME)
+
+
+def run_daemon(args: Sequence[str], prog_name: str) -> None:
+    """`dagster-daemon run ARGS`, in this process (so the sensor loop period set here holds).
+    Its module is imported with this one: a daemon that imported it only here would die of
+    a SIGTERM during the import, before Dagster's handler is in place (forkserver orphaned)."""
+    _daemon_run_command.main(args=list(args), prog_name=prog_name)
+
+
+def run_command_body(resume: bool) -> Callable[..., Any]:
+    """What `dagster api execute_run` (or `resume_run`) executes, for a forked run worker."""
+    body: Callable[..., Any] = (
+        _run_api._resume_run_command_body if resume else _run_api._execute_run_command_body
+    )
+    return body
+
+
+def import_run_worker_modules() -> None:
+    """Import RUN_WORKER_MODULES (what a forkserver holds so its forks need not)."""
+    for name in RUN_WORKER_MODULES:
+        importlib.import_module(name)
+
+
+__all__ = [
+    "IO_TYPE_EXTENSION",
+    "RUN_WORKER_MODULES",
+    "ActiveExecution",
+    "BaseAssetGraph",
+    "CapturedLogContext",
+    "CheckRunHealthResult",
+    "ComputeIOType",
+    "ConfigurableClass",
+    "ConfigurableClassData",
+    "ConsolidatedSqliteEventLogStorage",
+    "DagsterLaunchFailedError",
+    "DagsterSqliteStorage",
+    "DagsterStorage",
+    "EngineEventData",
+    "EventLogStorage",
+    "ExecuteStepArgs",
+    "ExecutionPlan",
+    "ExecutionStep",
+    "InstanceConcurrencyContext",
+    "InstanceRef",
+    "LaunchRunContext",
+    "LocalComputeLogManager",
+    "PlanOrchestrationContext",
+    "ReconstructableJob",
+    "ReconstructableRepository",
+    "ResumeRunContext",
+    "RetryMode",
+    "RunLauncher",
+    "RunStorage",
+    "ScheduleStorage",
+    "SerializableErrorInfo",
+    "SqliteRunStorage",
+    "SqliteScheduleStorage",
+    "StepFailureData",
+    "StepRetryData",
+    "UnresolvedAssetJobDefinition",
+    "WorkerStatus",
+    "capture_interrupts",
+    "create_execution_plan",
+    "ensure_file",
+    "execute_plan_iterator",
+    "get_retries_config",
+    "import_run_worker_modules",
+    "is_valid_cron_string",
+    "pack_value",
+    "run_command_body",
+    "run_daemon",
+    "sensor_loop_seconds",
+    "serializable_error_info_from_exc_info",
+    "set_sensor_loop_seconds",
+    "touch_file",
+    "unpack_value",
+]

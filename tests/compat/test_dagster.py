@@ -1,0 +1,279 @@
+"""Contracts of the Dagster internals in alphaswarm_orch.compat.dagster,
+each exercised the way the package uses it, against the pinned versions."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from alphaswarm_orch.compat import dagster as compat
+from tests.compat.contract import broken, check_all_covered, has_members, parameters, run_contract
+
+
+def _fail(name: str, what: str, dist: str = "dagster") -> str:
+    return broken(compat, name, dist, what)
+
+
+def _concrete_subclass_of(base: type, cls: type, name: str) -> None:
+    assert issubclass(cls, base), _fail(name, f"{cls.__name__} no longer subclasses it")
+    assert not inspect.isabstract(cls), _fail(
+        name, f"{cls.__name__} misses abstract members: {sorted(cls.__abstractmethods__)}"
+    )
+
+
+def storage_classes(tmp_path: Path) -> None:
+    """EmbeddedSqliteStorage builds one SQLite store from these; EnvironmentStorage picks."""
+    from alphaswarm_orch.instance import EmbeddedSqliteStorage, EnvironmentStorage
+
+    _concrete_subclass_of(compat.DagsterStorage, EmbeddedSqliteStorage, "DagsterStorage")
+    assert issubclass(EnvironmentStorage, compat.ConfigurableClass), _fail(
+        "ConfigurableClass", "EnvironmentStorage no longer is one"
+    )
+    runs = compat.SqliteRunStorage.from_local(str(tmp_path / "history"))
+    events = compat.ConsolidatedSqliteEventLogStorage(str(tmp_path / "history"))
+    schedules = compat.SqliteScheduleStorage.from_local(str(tmp_path / "schedules"))
+    assert isinstance(runs, compat.RunStorage), _fail("SqliteRunStorage", "not a RunStorage")
+    assert isinstance(events, compat.EventLogStorage), _fail(
+        "ConsolidatedSqliteEventLogStorage", "not an EventLogStorage"
+    )
+    assert isinstance(schedules, compat.ScheduleStorage), _fail(
+        "SqliteScheduleStorage", "not a ScheduleStorage"
+    )
+    sharded = compat.DagsterSqliteStorage.from_local(str(tmp_path / "sharded"))
+    assert isinstance(sharded, compat.DagsterStorage), _fail(
+        "DagsterSqliteStorage", "from_local() no longer gives a DagsterStorage"
+    )
+    data = compat.ConfigurableClassData("alphaswarm_orch.instance", "EnvironmentStorage", "{}")
+    assert data.module_name == "alphaswarm_orch.instance", _fail(
+        "ConfigurableClassData", "fields module_name/class_name/config_yaml changed"
+    )
+
+
+def compute_log_base() -> None:
+    from alphaswarm_orch.execution.compute_logs import ThreadedComputeLogManager
+
+    _concrete_subclass_of(
+        compat.LocalComputeLogManager, ThreadedComputeLogManager, "LocalComputeLogManager"
+    )
+    assert compat.IO_TYPE_EXTENSION[compat.ComputeIOType.STDOUT] == "out", _fail(
+        "IO_TYPE_EXTENSION", "stdout files no longer end in .out"
+    )
+    assert compat.IO_TYPE_EXTENSION[compat.ComputeIOType.STDERR] == "err", _fail(
+        "IO_TYPE_EXTENSION", "stderr files no longer end in .err"
+    )
+    context = compat.CapturedLogContext(["run", "step"])
+    assert list(context.log_key) == ["run", "step"], _fail("CapturedLogContext", "log_key")
+
+
+def file_helpers(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b.log"
+    compat.ensure_file(str(path))
+    assert path.is_file(), _fail("ensure_file", "did not create the file and its directory")
+    done = tmp_path / "done"
+    compat.touch_file(str(done))
+    assert done.exists(), _fail("touch_file", "did not create the file")
+
+
+def launcher_base() -> None:
+    from alphaswarm_orch.launch import ForkserverRunLauncher
+
+    _concrete_subclass_of(compat.RunLauncher, ForkserverRunLauncher, "RunLauncher")
+    assert issubclass(ForkserverRunLauncher, compat.ConfigurableClass), _fail(
+        "ConfigurableClass", "the launcher is configured from dagster.yaml through it"
+    )
+    result = compat.CheckRunHealthResult(compat.WorkerStatus.RUNNING, run_worker_id="1")
+    assert result.status is compat.WorkerStatus.RUNNING, _fail("CheckRunHealthResult", "status")
+    assert has_members(compat.WorkerStatus, ["RUNNING", "UNKNOWN", "FAILED", "NOT_FOUND"]) == []
+    assert issubclass(compat.DagsterLaunchFailedError, Exception)
+    for name, context in [
+        ("LaunchRunContext", compat.LaunchRunContext),
+        ("ResumeRunContext", compat.ResumeRunContext),
+    ]:
+        assert "dagster_run" in parameters(context), _fail(name, "no dagster_run field")
+
+
+def run_bodies() -> None:
+    for resume in (False, True):
+        body = compat.run_command_body(resume)
+        params = parameters(body)
+        assert params[:3] == ["run_id", "instance", "write_stream_fn"], _fail(
+            "run_command_body", f"parameters are {params}"
+        )
+        assert "set_exit_code_on_failure" in params, _fail(
+            "run_command_body", "set_exit_code_on_failure is gone"
+        )
+
+
+def interrupts() -> None:
+    with compat.capture_interrupts():
+        pass
+
+
+def error_info() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        info = compat.serializable_error_info_from_exc_info(sys.exc_info())
+    assert isinstance(info, compat.SerializableErrorInfo)
+    assert "boom" in info.message and info.cls_name == "ValueError", _fail(
+        "serializable_error_info_from_exc_info", f"gave {info!r}"
+    )
+    event = compat.EngineEventData.engine_error(info)
+    assert event.error == info, _fail("EngineEventData", "engine_error() no longer keeps it")
+    packed = compat.pack_value(info)
+    assert compat.unpack_value(packed, as_type=compat.SerializableErrorInfo) == info, _fail(
+        "pack_value", "pack/unpack does not round-trip"
+    )
+
+
+def cron() -> None:
+    assert compat.is_valid_cron_string("0 6 * * 1-5"), _fail("is_valid_cron_string", "refused")
+    assert not compat.is_valid_cron_string("every day"), _fail(
+        "is_valid_cron_string", "accepted 'every day'"
+    )
+
+
+@dg.asset
+def _compat_asset() -> int:
+    return 1
+
+
+def asset_job_and_graph() -> None:
+    job = dg.define_asset_job("compat_job", selection=[_compat_asset])
+    assert isinstance(job, compat.UnresolvedAssetJobDefinition), _fail(
+        "UnresolvedAssetJobDefinition", f"define_asset_job gives {type(job).__name__}"
+    )
+    graph = dg.Definitions(assets=[_compat_asset], jobs=[job]).resolve_asset_graph()
+    assert isinstance(graph, compat.BaseAssetGraph), _fail(
+        "BaseAssetGraph", f"resolve_asset_graph() gives {type(graph).__name__}"
+    )
+
+
+def step_execution() -> None:
+    """The step task's path: a reconstructable job, a plan, the plan iterator, the args."""
+    assert has_members(compat.ReconstructableJob, ["from_dict", "get_definition"]) == []
+    assert has_members(compat.ReconstructableRepository, ["for_module"]) == []
+    assert has_members(compat.InstanceRef, ["from_dir"]) == []
+    for name, func, wanted in [
+        ("create_execution_plan", compat.create_execution_plan, ["job", "run_config"]),
+        ("execute_plan_iterator", compat.execute_plan_iterator, ["execution_plan", "job"]),
+    ]:
+        missing = [p for p in wanted if p not in parameters(func)]
+        assert not missing, _fail(name, f"parameters {missing} are gone")
+    fields = set(parameters(compat.ExecuteStepArgs))
+    wanted = {"job_origin", "run_id", "step_keys_to_execute", "instance_ref", "retry_mode",
+              "known_state", "print_serialized_events"}
+    assert wanted <= fields, _fail("ExecuteStepArgs", f"fields {sorted(wanted - fields)} gone")
+
+
+def run_loop_machinery() -> None:
+    """What the run loop drives: the active execution, concurrency slots, step data."""
+    methods = ["check_for_interrupts", "get_known_state", "get_steps_to_execute", "handle_event",
+               "is_complete", "mark_interrupted", "plan_events_iterator", "rebuild_from_events",
+               "retry_state", "verify_complete"]
+    missing = has_members(compat.ActiveExecution, methods)
+    assert not missing, _fail("ActiveExecution", f"methods {missing} are gone")
+    assert has_members(compat.InstanceConcurrencyContext, ["__enter__", "__exit__"]) == []
+    assert {"error", "user_failure_data"} <= set(parameters(compat.StepFailureData))
+    assert {"error", "seconds_to_wait"} <= set(parameters(compat.StepRetryData))
+    assert has_members(compat.ExecutionPlan, ["get_step_by_key", "step_keys_to_execute",
+                                              "artifacts_persisted", "start"]) == []
+    assert has_members(compat.ExecutionStep, ["key", "tags"]) == [], _fail("ExecutionStep", "key")
+    context = ["dagster_run", "executor", "instance", "reconstructable_job",
+               "resume_from_failure"]
+    missing = has_members(compat.PlanOrchestrationContext, context)
+    assert not missing, _fail("PlanOrchestrationContext", f"{missing} are gone")
+
+
+def retries() -> None:
+    mode = compat.RetryMode.from_config({"enabled": {}})
+    assert mode is compat.RetryMode.ENABLED, _fail("RetryMode", f"from_config gave {mode}")
+    assert isinstance(compat.get_retries_config(), dg.Field), _fail(
+        "get_retries_config", "no longer the executor's `retries` config field"
+    )
+
+
+def sensor_loop() -> None:
+    """Setting the module constant works because the loop reads it on every iteration."""
+    from dagster._daemon import sensor  # the module the compat function patches
+
+    source = inspect.getsource(sensor)
+    assert source.count("MIN_INTERVAL_LOOP_TIME") >= 2, _fail(
+        "set_sensor_loop_seconds", "the sensor loop no longer reads MIN_INTERVAL_LOOP_TIME"
+    )
+    before = compat.sensor_loop_seconds()
+    assert before == 5, _fail("sensor_loop_seconds", f"Dagster's default is now {before}")
+    try:
+        compat.set_sensor_loop_seconds(0.5)
+        assert compat.sensor_loop_seconds() == 0.5
+    finally:
+        compat.set_sensor_loop_seconds(before)
+
+
+def daemon_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from alphaswarm_orch.compat.dagster import run_daemon\n"
+         "run_daemon(['--help'], prog_name='x')"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0 and "--workspace" in result.stdout + result.stderr, _fail(
+        "run_daemon", f"`dagster-daemon run --help` gave {result.returncode}: {result.stderr}"
+    )
+
+
+def preload_modules() -> None:
+    compat.import_run_worker_modules()
+    assert all(name in sys.modules for name in compat.RUN_WORKER_MODULES)
+
+
+CONTRACTS = {
+    storage_classes: [
+        "DagsterStorage", "ConsolidatedSqliteEventLogStorage", "EventLogStorage", "RunStorage",
+        "SqliteRunStorage", "ScheduleStorage", "SqliteScheduleStorage", "DagsterSqliteStorage",
+        "ConfigurableClass", "ConfigurableClassData",
+    ],
+    compute_log_base: [
+        "LocalComputeLogManager", "IO_TYPE_EXTENSION", "ComputeIOType", "CapturedLogContext",
+    ],
+    file_helpers: ["ensure_file", "touch_file"],
+    launcher_base: [
+        "RunLauncher", "CheckRunHealthResult", "WorkerStatus", "DagsterLaunchFailedError",
+        "LaunchRunContext", "ResumeRunContext",
+    ],
+    run_bodies: ["run_command_body"],
+    interrupts: ["capture_interrupts"],
+    error_info: [
+        "SerializableErrorInfo", "serializable_error_info_from_exc_info", "EngineEventData",
+        "pack_value", "unpack_value",
+    ],
+    cron: ["is_valid_cron_string"],
+    asset_job_and_graph: ["UnresolvedAssetJobDefinition", "BaseAssetGraph"],
+    step_execution: [
+        "ReconstructableJob", "ReconstructableRepository", "InstanceRef",
+        "create_execution_plan", "execute_plan_iterator", "ExecuteStepArgs",
+    ],
+    run_loop_machinery: [
+        "ActiveExecution", "InstanceConcurrencyContext", "StepFailureData", "StepRetryData",
+        "ExecutionPlan", "ExecutionStep", "PlanOrchestrationContext",
+    ],
+    retries: ["RetryMode", "get_retries_config"],
+    sensor_loop: ["set_sensor_loop_seconds", "sensor_loop_seconds"],
+    daemon_command: ["run_daemon"],
+    preload_modules: ["RUN_WORKER_MODULES", "import_run_worker_modules"],
+}
+"""Each contract and the compat names it covers."""
+
+
+def test_every_exported_name_has_a_contract() -> None:
+    check_all_covered(compat, CONTRACTS)
+
+
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.__name__)
+def test_contract(contract: Callable[..., None], tmp_path: Path) -> None:
+    run_contract(contract, tmp_path=tmp_path)
