@@ -59,7 +59,7 @@ def airbyte_sync_assets(
         """Run (or attach to) one Airbyte sync of the connection and wait for it."""
 
         # Under executors that do not interrupt a running step on termination: watch for it.
-        terminated = run_ended_check(context.instance, context.run_id)
+        terminated = run_ended_check(context.instance, context.run.run_id)
         job = airbyte.sync(connection.connection_id, log=context.log, terminated=terminated)
         for spec in specs:
             yield dg.MaterializeResult(asset_key=spec.key, metadata=job.metadata())
@@ -104,7 +104,7 @@ def _pull(
     `rows_fetched` (read from the source) next to `rows_written` (loaded into the table),
     the incremental start, and `duplicate_keys` (a warning) when one load repeated a key.
     """
-    with storage.run_pipeline(source.name, context.run_id, context.log) as pipeline:
+    with storage.run_pipeline(source.name, context.run.run_id, context.log) as pipeline:
         results = dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline)
         for result in results.fetch_row_count():
             if stats is not None and isinstance(result, dg.MaterializeResult):
