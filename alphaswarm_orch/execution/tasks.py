@@ -48,6 +48,7 @@ from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
 from dagster_celery.core_execution_loop import DELEGATE_MARKER
 
+from alphaswarm_orch.compat.dagster import cache_run_columns_check
 from alphaswarm_orch.control.kill_switch import KillSwitch
 from alphaswarm_orch.execution.liveness import StepWatch, admission, worker_identity
 from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
@@ -98,6 +99,7 @@ def _open_instance(key: str, ref: Any) -> dg.DagsterInstance:
         instance.optimize_for_webserver(
             statement_timeout=0, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=1
         )
+        cache_run_columns_check(instance)  # else a schema reflection on every run read
         _instances[key] = instance
     return _instances[key]
 

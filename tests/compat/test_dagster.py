@@ -98,3 +98,15 @@ def test_the_loop_parts_the_waking_daemons_rebuild_are_there() -> None:
     dequeue = compat.QueuedRunCoordinatorDaemon(interval_seconds=1)
     assert (dequeue.interval_seconds, dequeue.interval_jitter_seconds) == (1, 0)
     assert inspect.isgeneratorfunction(compat.QueuedRunCoordinatorDaemon.run_iteration)
+
+
+def test_the_run_columns_check_is_asked_on_every_run_read_and_cached_once() -> None:
+    assert "has_run_stats_index_cols" in compat.SqlRunStorage.get_run_records.__code__.co_names
+    with dg.instance_for_test() as instance:
+        storage = instance.run_storage
+        assert isinstance(storage, compat.SqlRunStorage)
+        expected = storage.has_run_stats_index_cols()
+        compat.cache_run_columns_check(instance)
+        assert instance.get_run_by_id("no-such-run") is None  # reads go through the cache
+        assert storage.has_run_stats_index_cols() is expected
+        assert storage.has_run_stats_index_cols.cache_info().hits >= 1
