@@ -23,6 +23,8 @@ from dagster._serdes import deserialize_value
 from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster._utils.interrupts import capture_interrupts
 
+from alphaswarm_orch.compat.dagster import cache_run_columns_check
+
 RELEASE = "release"
 """What the launcher sends once the worker's pid is recorded: start executing."""
 
@@ -78,6 +80,7 @@ def _run_worker(
         conn.send(os.getpid())
         ref = deserialize_value(instance_ref, InstanceRef)
         with dg.DagsterInstance.from_ref(ref) as instance:
+            cache_run_columns_check(instance)  # the run is read a few times before it starts
             try:
                 released = conn.recv() == RELEASE
             except EOFError:
