@@ -19,8 +19,8 @@ from alphaswarm_orch.control.keys import REQUEST_FAMILIES, request_stream
 
 log = logging.getLogger(__name__)
 
-BLOCK_SECONDS = 5.0
-"""Longest single XREAD; also how soon `stop` is noticed."""
+BLOCK_SECONDS = 1.0
+"""Longest single XREAD; also how soon `stop` is noticed (the daemon stops no later)."""
 
 RETRY_SECONDS = 1.0
 """Pause after a Redis error before reading again."""
