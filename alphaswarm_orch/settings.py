@@ -38,7 +38,7 @@ them as a parameter of this name (`dg.ResourceParam[Settings]`) instead of re-re
 
 DEFAULT_STORAGE_DIR = "./.alphaswarm"
 DEFAULT_METRICS_PORT = 9100
-DEFAULT_SENSOR_LOOP_SECONDS = 0.5
+DEFAULT_SENSOR_LOOP_SECONDS = 1.0
 SENSOR_LOOP_RANGE = (0.1, 30.0)
 # A step can run for hours (a paper session is one step), so Redis must not redeliver an
 # unacknowledged message while its worker is still alive and working on it. The price: a

@@ -6,14 +6,18 @@ Runs the same requests against two stacks, one after the other, each with a `pap
 (`alphaswarm-orch worker`) and a throw-away Postgres instance database:
 
 - stock: `dagster-daemon run`, DefaultRunLauncher (the code server spawns each run),
-  Dagster's default dequeue interval (5 s) and sensor loop (5 s), sensors unthreaded;
-- ours: `alphaswarm-orch daemon` (sensor loop ALPHASWARM_SENSOR_LOOP_SECONDS, default 1 s)
-  with the repo's dagster.yaml (ForkserverRunLauncher, dequeue every 1 s, threaded sensors).
+  Dagster's QueuedRunCoordinator with its default dequeue interval (5 s) and sensor loop
+  (5 s), sensors unthreaded;
+- ours: `alphaswarm-orch daemon` (sensor loop ALPHASWARM_SENSOR_LOOP_SECONDS, default 1 s,
+  woken when a request arrives) with the repo's dagster.yaml (ForkserverRunLauncher, the
+  waking run coordinator, dequeue every 1 s or when a run is queued, threaded sensors).
 
 Each request is appended to the paper request stream the way alphaswarm-core does; the clock
-runs from the append to the run's creation (sensor pickup), RUN_START and the session step's
-STEP_START. The session is then stopped by a stop request and the next request is sent after
-a random 0-5 s pause. The first request of each stack is a warm-up and is not counted.
+runs from the append to each stage of the run (`STAGES`): its creation (sensor pickup),
+RUN_STARTING (dequeued, handed to the launcher), RUN_START (its run worker is executing it)
+and the session step's STEP_START. The session is then stopped by a stop request and the
+next request is sent after a random 0-5 s pause. The first request of each stack is a
+warm-up and is not counted.
 """
 
 from __future__ import annotations
@@ -47,8 +51,18 @@ def _event_time(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEvent
     return records[0].timestamp if records else 0.0
 
 
-STAGES = ("run created (sensor pickup)", "RUN_START (launcher)", "first STEP_START")
-Row = tuple[float, float, float]
+STAGES = (
+    "run created (sensor pickup)",
+    "RUN_STARTING (dequeued, launching)",
+    "RUN_START (run worker ready)",
+    "first STEP_START",
+)
+"""Where the time goes, each stage from the request's append; events of the run's log."""
+Row = tuple[float, ...]
+EVENTS = (
+    dg.DagsterEventType.RUN_STARTING,
+    dg.DagsterEventType.RUN_START,
+)
 
 
 def measure(env: dict[str, str], requests: int) -> list[Row]:
@@ -86,7 +100,7 @@ def measure(env: dict[str, str], requests: int) -> list[Row]:
                 f"the session step of {run.run_id}",
                 interval=0.02,
             )
-            run_start = _event_time(instance, run.run_id, dg.DagsterEventType.RUN_START)
+            events = [_event_time(instance, run.run_id, kind) for kind in EVENTS]
             created = instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp()
             stop = PaperStop(
                 schema_version=1,
@@ -102,7 +116,7 @@ def measure(env: dict[str, str], requests: int) -> list[Row]:
                 f"session {session} to stop",
             )
             if i:
-                rows.append((created - sent, run_start - sent, step - sent))
+                rows.append(tuple(t - sent for t in (created, *events, step)))
     client.close()
     return rows
 
@@ -111,6 +125,9 @@ def stock_instance_yaml() -> str:
     """The repo's dagster.yaml with Dagster's defaults for what this benchmark compares."""
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
     config["run_launcher"] = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+    config["run_coordinator"].update(
+        module="dagster._core.run_coordinator", **{"class": "QueuedRunCoordinator"}
+    )
     # DefaultRunLauncher cannot resume runs: Dagster refuses resume attempts with it.
     config["run_monitoring"]["max_resume_run_attempts"] = 0
     del config["run_coordinator"]["config"]["dequeue_interval_seconds"]
@@ -154,6 +171,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--redis-db", type=int, default=8, help="uses this DB and the next")
+    parser.add_argument(
+        "--stack",
+        choices=("stock", "ours"),
+        action="append",
+        help="measure only this stack (repeatable; default both, side by side)",
+    )
     args = parser.parse_args()
 
     bin_dir = Path(sys.executable).parent
@@ -164,22 +187,32 @@ def main() -> None:
             (REPO / "dagster.yaml").read_text(),
         ),
     }
+    chosen = args.stack or list(stacks)
     results = {
-        name: run_stack(name, daemon, instance_yaml, args.redis_db, args.requests)
-        for name, (daemon, instance_yaml) in stacks.items()
+        name: run_stack(name, *stacks[name], args.redis_db, args.requests) for name in chosen
     }
+    print(table(results, args.requests))
 
-    print(f"request -> stage through paper_request_sensor, {args.requests} requests each (s)")
-    columns = [f"{name} {f}" for name in ("stock", "ours") for f in ("p50", "min", "max")]
-    print(f"| stage | {' | '.join(columns)} | ours/stock |")
-    print("|---" * (len(columns) + 2) + "|")
+
+def table(results: dict[str, list[Row]], requests: int) -> str:
+    """p50/min/max per stage and stack, and ours/stock of the p50s when both ran."""
+    names = list(results)
+    both = names == ["stock", "ours"]
+    columns = [f"{name} {f}" for name in names for f in ("p50", "min", "max")]
+    columns += ["ours/stock"] if both else []
+    lines = [
+        f"request -> stage through paper_request_sensor, {requests} requests each (s)",
+        f"| stage | {' | '.join(columns)} |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     for index, stage in enumerate(STAGES):
-        stock, ours = ([row[index] for row in results[name]] for name in ("stock", "ours"))
-        cells = [
-            f"{f(column):.2f}" for column in (stock, ours) for f in (statistics.median, min, max)
-        ]
-        ratio = statistics.median(ours) / statistics.median(stock)
-        print(f"| {stage} | {' | '.join(cells)} | {ratio:.2f} |")
+        values = {name: [row[index] for row in results[name]] for name in names}
+        cells = [f"{f(values[name]):.2f}" for name in names for f in (statistics.median, min, max)]
+        if both:
+            ratio = statistics.median(values["ours"]) / statistics.median(values["stock"])
+            cells.append(f"{ratio:.2f}")
+        lines.append(f"| {stage} | {' | '.join(cells)} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""`alphaswarm-orch daemon`: dagster-daemon with a sensor loop period we choose.
+"""`alphaswarm-orch daemon`: dagster-daemon whose sensor and dequeue loops act on arrival.
 
 dagster-daemon evaluates sensors on a fixed 5 s loop (`MIN_INTERVAL_LOOP_TIME` in
-`dagster._daemon.sensor`, read on every iteration): a sensor with `minimum_interval_seconds=1`
-still runs only every 5 s, so a request waits up to 5 s before its run exists. Dagster offers
-no setting for it; setting that module constant before the daemon starts is the only knob, and
-the daemon's sensor loop runs in this process's threads, so it takes effect.
+`dagster._daemon.sensor`, read on every iteration) and dequeues runs every
+`dequeue_interval_seconds`. Dagster offers no setting for the first: setting that module
+constant before the daemon starts is the only knob, and the daemon's loops run in this
+process's threads, so it takes effect. On top of the periods, a request appended to a request
+stream wakes the sensor loop at once (`requests.arrivals`) and a run queued by it wakes the
+dequeue loop (`daemon.wakeup`), so neither waits for its period.
 """
 
 import os
@@ -12,11 +14,13 @@ import os
 import click
 import dagster as dg
 
-from alphaswarm_orch.cli.daemon_logs import quiet_routine_sensor_lines
 from alphaswarm_orch.cli.errors import user_errors
 from alphaswarm_orch.compat.dagster import run_daemon, set_sensor_loop_seconds
+from alphaswarm_orch.daemon import wakeup
+from alphaswarm_orch.daemon.logs import quiet_routine_sensor_lines
 from alphaswarm_orch.launch import ForkserverRunLauncher
 from alphaswarm_orch.launch.launcher import stop_forkserver
+from alphaswarm_orch.requests.arrivals import RequestArrivals
 from alphaswarm_orch.settings import Settings
 
 
@@ -27,11 +31,16 @@ from alphaswarm_orch.settings import Settings
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def daemon_command(dagster_args: tuple[str, ...]) -> None:
     """Run dagster-daemon (`dagster-daemon run DAGSTER_ARGS`, e.g. -w workspace.yaml) with
-    sensors evaluated every ALPHASWARM_SENSOR_LOOP_SECONDS (default 0.5) instead of every 5 s."""
+    sensors evaluated every ALPHASWARM_SENSOR_LOOP_SECONDS (default 1) instead of every 5 s,
+    and at once when a request arrives."""
     with user_errors():
         settings = Settings.from_env()
     set_sensor_loop_seconds(settings.sensor_loop_seconds)
     quiet_routine_sensor_lines()
+    wakeup.install()
+    arrivals = None
+    if settings.redis_url:
+        arrivals = RequestArrivals(settings.redis_url, wakeup.SENSORS.set).start()
     try:
         if os.environ.get("DAGSTER_HOME"):
             # The first run launched after a deploy should not wait for the forkserver's imports.
@@ -43,3 +52,5 @@ def daemon_command(dagster_args: tuple[str, ...]) -> None:
         # The launcher's forkserver goes with the daemon (run workers are not its children
         # and go on: run monitoring of the next daemon resumes their runs if they die).
         stop_forkserver()
+        if arrivals is not None:
+            arrivals.stop()

@@ -1,6 +1,6 @@
 """Dagster internals the code location builds on (not in `dagster`'s public API): instance
-storage classes, the run launcher and compute-log bases, the executor's
-plan machinery, the run and step entry points, and the daemon's sensor loop period.
+storage classes, the run launcher and compute-log bases, the executor's plan machinery, the
+run and step entry points, the daemon's sensor loop and daemon factory, and a run storage hook.
 
 Pinned with the Dagster family in pyproject.toml; tests/compat/test_dagster.py holds the
 contract each name is used under.
@@ -8,10 +8,12 @@ contract each name is used under.
 
 from __future__ import annotations
 
+import functools
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+import dagster as dg
 from dagster._cli import api as _run_api
 from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
@@ -41,10 +43,18 @@ from dagster._core.storage.local_compute_log_manager import (
     LocalComputeLogManager,
 )
 from dagster._core.storage.runs import RunStorage, SqliteRunStorage
+from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
 from dagster._core.storage.schedules import ScheduleStorage, SqliteScheduleStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
+from dagster._daemon import controller as _daemon_controller
 from dagster._daemon import sensor as _sensor_daemon
 from dagster._daemon.cli import run_command as _daemon_run_command
+from dagster._daemon.daemon import DagsterDaemon, SensorDaemon, SpanMarker
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+    QueuedRunCoordinatorDaemon,
+)
+from dagster._daemon.sensor import execute_sensor_iteration
+from dagster._daemon.utils import DaemonErrorCapture
 from dagster._grpc.types import ExecuteStepArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, pack_value, unpack_value
 from dagster._utils import ensure_file, touch_file
@@ -97,6 +107,64 @@ def import_run_worker_modules() -> None:
         importlib.import_module(name)
 
 
+DaemonFactory = Callable[[str, dg.DagsterInstance], "DagsterDaemon[Any] | None"]
+
+
+def prefer_daemons(factory: DaemonFactory) -> None:
+    """Have `dagster-daemon run` in this process build its daemons with `factory` first.
+
+    The controller builds each daemon type through `controller.create_daemon_of_type`, a
+    module function looked up at call time; `factory` returns a daemon or None (Dagster's
+    own then). Call before the daemon starts.
+    """
+    stock = getattr(_daemon_controller.create_daemon_of_type, "stock", None)
+    stock = stock or _daemon_controller.create_daemon_of_type
+
+    def create_daemon_of_type(daemon_type: str, instance: dg.DagsterInstance) -> DagsterDaemon[Any]:
+        return factory(daemon_type, instance) or stock(daemon_type, instance)
+
+    create_daemon_of_type.stock = stock  # type: ignore[attr-defined]
+    _daemon_controller.create_daemon_of_type = create_daemon_of_type
+
+
+def evaluate_every_loop(sensor_names: Collection[str]) -> None:
+    """Evaluate the sensors named `sensor_names` on every loop of this process's sensor daemon,
+    whatever their `minimum_interval_seconds` (others keep theirs).
+
+    The sensor daemon asks `sensor.is_under_min_interval(state, sensor)`, a module function
+    looked up at call time, before submitting a sensor's tick and again when the tick starts.
+    A sensor's tick is still never run twice at once (the loop skips a sensor in flight).
+    """
+    stock = getattr(_sensor_daemon.is_under_min_interval, "stock", None)
+    stock = stock or _sensor_daemon.is_under_min_interval
+    names = frozenset(sensor_names)
+
+    def is_under_min_interval(state: Any, remote_sensor: Any, *args: Any, **kwargs: Any) -> bool:
+        if remote_sensor.name in names:
+            return False
+        return stock(state, remote_sensor, *args, **kwargs)
+
+    is_under_min_interval.stock = stock  # type: ignore[attr-defined]
+    _sensor_daemon.is_under_min_interval = is_under_min_interval
+
+
+def cache_run_columns_check(instance: dg.DagsterInstance) -> None:
+    """Check the runs table's columns once for `instance`, not on every run read.
+
+    SQL run storage asks `has_run_stats_index_cols()` on every `get_run_records` (so on every
+    `get_run_by_id`): a schema reflection, two catalog queries. On a Celery worker that was
+    5-7 ms of the 20 ms before a step starts. The answer changes only with a schema migration
+    (`dagster instance migrate`, which is followed by a restart); until then a cached "no"
+    only means the slower query Dagster already uses for an unmigrated table.
+    """
+    storage = instance.run_storage
+    if isinstance(storage, SqlRunStorage):
+        check = type(storage).has_run_stats_index_cols
+        storage.has_run_stats_index_cols = functools.cache(  # type: ignore[method-assign]
+            functools.partial(check, storage)
+        )
+
+
 __all__ = [
     "IO_TYPE_EXTENSION",
     "RUN_WORKER_MODULES",
@@ -108,6 +176,8 @@ __all__ = [
     "ConfigurableClass",
     "ConfigurableClassData",
     "ConsolidatedSqliteEventLogStorage",
+    "DaemonErrorCapture",
+    "DagsterDaemon",
     "DagsterLaunchFailedError",
     "DagsterSqliteStorage",
     "DagsterStorage",
@@ -121,6 +191,7 @@ __all__ = [
     "LaunchRunContext",
     "LocalComputeLogManager",
     "PlanOrchestrationContext",
+    "QueuedRunCoordinatorDaemon",
     "ReconstructableJob",
     "ReconstructableRepository",
     "ResumeRunContext",
@@ -128,21 +199,28 @@ __all__ = [
     "RunLauncher",
     "RunStorage",
     "ScheduleStorage",
+    "SensorDaemon",
     "SerializableErrorInfo",
+    "SpanMarker",
+    "SqlRunStorage",
     "SqliteRunStorage",
     "SqliteScheduleStorage",
     "StepFailureData",
     "StepRetryData",
     "UnresolvedAssetJobDefinition",
     "WorkerStatus",
+    "cache_run_columns_check",
     "capture_interrupts",
     "create_execution_plan",
     "ensure_file",
+    "evaluate_every_loop",
     "execute_plan_iterator",
+    "execute_sensor_iteration",
     "get_retries_config",
     "import_run_worker_modules",
     "is_valid_cron_string",
     "pack_value",
+    "prefer_daemons",
     "run_command_body",
     "run_daemon",
     "sensor_loop_seconds",

@@ -47,6 +47,7 @@ from alphaswarm_orch.compat.dagster import (
     InstanceRef,
     ReconstructableJob,
     ReconstructableRepository,
+    cache_run_columns_check,
     create_execution_plan,
     execute_plan_iterator,
     serializable_error_info_from_exc_info,
@@ -103,6 +104,7 @@ def _open_instance(key: str, ref: Any) -> dg.DagsterInstance:
         instance.optimize_for_webserver(
             statement_timeout=0, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=1
         )
+        cache_run_columns_check(instance)  # else a schema reflection on every run read
         _instances[key] = instance
     return _instances[key]
 

@@ -20,6 +20,7 @@ import dagster as dg
 from alphaswarm_orch.compat.dagster import (
     EngineEventData,
     InstanceRef,
+    cache_run_columns_check,
     capture_interrupts,
     run_command_body,
     serializable_error_info_from_exc_info,
@@ -80,6 +81,7 @@ def _run_worker(
         conn.send(os.getpid())
         ref = dg.deserialize_value(instance_ref, InstanceRef)
         with dg.DagsterInstance.from_ref(ref) as instance:
+            cache_run_columns_check(instance)  # the run is read a few times before it starts
             try:
                 released = conn.recv() == RELEASE
             except EOFError:

@@ -10,8 +10,11 @@ from alphaswarm_orch.guard import clear_episode, record_refusal_once, refusal_re
 from alphaswarm_orch.settings import Settings
 
 REQUEST_SENSOR_INTERVAL_SECONDS = 1
-"""Request sensors evaluate on every sensor-daemon loop (Dagster's loop is 5 s): with a 5 s
-minimum interval a request could wait two loops (up to 10 s) before its run is created."""
+"""Request sensors evaluate on every loop of dagster-daemon's sensor daemon (Dagster's loop is
+5 s): with a 5 s minimum interval a request could wait two loops (up to 10 s) before its run is
+created. `alphaswarm-orch daemon` evaluates them on every loop whatever the interval
+(`daemon.wakeup`), also on the loop a request's arrival wakes. 0 is not "none" to Dagster: it
+reads as its 30 s default."""
 
 
 def kill_switch_hold(

@@ -66,7 +66,7 @@ def test_the_daemon_dead_letters_an_unstorable_request_and_launches_the_next(
         except AssertionError:
             print(read_log(daemon)[-6000:])
             raise
-    # Sensor-loop chatter is at DEBUG (cli/daemon_logs.py); what the daemon did stays at INFO.
+    # Sensor-loop chatter is at DEBUG (daemon/logs.py); what the daemon did stays at INFO.
     log = read_log(daemon)
     assert "Checking for new runs for sensor" not in log and " skipped: " not in log, log[-3000:]
     assert "Creating new run for paper_request_sensor" in log, log[-3000:]

@@ -14,7 +14,12 @@ from __future__ import annotations
 import logging
 import re
 
-SENSOR_DAEMON_LOGGER = "dagster.daemon.SensorDaemon"
+from alphaswarm_orch.daemon.wakeup import WakingSensorDaemon
+
+SENSOR_DAEMON_LOGGERS = (
+    "dagster.daemon.SensorDaemon",
+    f"dagster.daemon.{WakingSensorDaemon.__name__}",  # a daemon logs under its class name
+)
 ROUTINE = re.compile(
     r"Checking for new runs for sensor: |Sensor \S+ skipped: |No run requests returned for "
 )
@@ -32,6 +37,7 @@ class RoutineAtDebug(logging.Filter):
 
 
 def quiet_routine_sensor_lines() -> None:
-    logger = logging.getLogger(SENSOR_DAEMON_LOGGER)
-    if not any(isinstance(f, RoutineAtDebug) for f in logger.filters):
-        logger.addFilter(RoutineAtDebug())
+    for name in SENSOR_DAEMON_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RoutineAtDebug) for f in logger.filters):
+            logger.addFilter(RoutineAtDebug())
