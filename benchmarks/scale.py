@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -521,6 +522,23 @@ def ledger(sizes: Sizes) -> Curve:
 CURVES = ("fanout", "queue", "sessions", "ledger")
 
 
+def write(out: Path, curves: list[Curve], small: bool, minutes: float) -> str:
+    """The table (markdown), scale.json and a PNG per curve in `out`; the table's text."""
+    header = (
+        f"# Scale curves ({'--small' if small else 'full'}), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {minutes:.1f} min, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    text = "\n\n".join([header, *(curve.table() for curve in curves)]) + "\n"
+    (out / "scale.md").write_text(text)
+    (out / "scale.json").write_text(
+        json.dumps({curve.key: curve.as_json() for curve in curves}, indent=1)
+    )
+    for curve in curves:
+        curve.plot(out / f"{curve.key}.png")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="tiny sizes: a smoke check")
@@ -531,30 +549,20 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SMALL if args.small else FULL
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))  # worker logs
-    only = args.only or CURVES
+    measures = {
+        "fanout": lambda: [fanout(sizes, args.redis_db, work)],
+        "queue": lambda: [queued_runs(sizes, args.redis_db)],
+        "sessions": lambda: list(sessions_and_idle(sizes, args.redis_db)),
+        "ledger": lambda: [ledger(sizes)],
+    }
     started = time.monotonic()
     curves: list[Curve] = []
-    if "fanout" in only:
-        curves.append(fanout(sizes, args.redis_db, work))
-    if "queue" in only:
-        curves.append(queued_runs(sizes, args.redis_db))
-    if "sessions" in only:
-        curves += sessions_and_idle(sizes, args.redis_db)
-    if "ledger" in only:
-        curves.append(ledger(sizes))
-    minutes = (time.monotonic() - started) / 60
-    header = (
-        f"# Scale curves ({'--small' if args.small else 'full'}), "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {minutes:.1f} min"
-    )
-    text = "\n\n".join([header, *(curve.table() for curve in curves)]) + "\n"
+    for name in CURVES:
+        if name in (args.only or CURVES):
+            curves += measures[name]()
+            # written after each curve: a failure later keeps what was measured
+            text = write(args.out, curves, args.small, (time.monotonic() - started) / 60)
     print(text)
-    (args.out / "scale.md").write_text(text)
-    (args.out / "scale.json").write_text(
-        json.dumps({curve.key: curve.as_json() for curve in curves}, indent=1)
-    )
-    for curve in curves:
-        curve.plot(args.out / f"{curve.key}.png")
     return 0
 
 
