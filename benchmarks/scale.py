@@ -204,6 +204,14 @@ def fanout(sizes: Sizes, redis_db: int, work: Path) -> Curve:
 # -- queued runs -----------------------------------------------------------------------------
 
 
+def _stacks(stock_yaml: str) -> dict[str, tuple[list[str], str]]:
+    """system -> (daemon command, dagster.yaml): stock Dagster's and ours."""
+    return {
+        "stock": (STOCK_DAEMON, stock_yaml),
+        "ours": (OUR_DAEMON, (REPO / "dagster.yaml").read_text()),
+    }
+
+
 def stock_queue_yaml() -> str:
     """request_latency's stock yaml with the run queue's defaults too (10 runs at a time)."""
     config = yaml.safe_load(stock_instance_yaml())
@@ -220,11 +228,7 @@ def queued_runs(sizes: Sizes, redis_db: int) -> Curve:
         ["queue rate (runs/s)", "launch rate (runs/s)", "time to drain (s)"],
         "stock",
     )
-    stacks = {
-        "stock": (STOCK_DAEMON, stock_queue_yaml()),
-        "ours": (OUR_DAEMON, (REPO / "dagster.yaml").read_text()),
-    }
-    for system, (daemon, instance_yaml) in stacks.items():
+    for system, (daemon, instance_yaml) in _stacks(stock_queue_yaml()).items():
         with (
             stack_env(f"queue-{system}", instance_yaml, redis_db) as env,
             background([*daemon, "-m", "benchmarks.scale_location"], env, cwd=str(REPO)),
@@ -306,12 +310,8 @@ def sessions_and_idle(sizes: Sizes, redis_db: int) -> tuple[Curve, Curve]:
         ["daemon CPU (% of a core)", "Postgres connections", "daemon tree USS (MiB)"],
         "stock",
     )
-    stacks = {
-        "stock": (STOCK_DAEMON, stock_instance_yaml()),
-        "ours": (OUR_DAEMON, (REPO / "dagster.yaml").read_text()),
-    }
     connections: list[str] = []
-    for system, (daemon_argv, instance_yaml) in stacks.items():
+    for system, (daemon_argv, instance_yaml) in _stacks(stock_instance_yaml()).items():
         config = yaml.safe_load(instance_yaml)
         queue = config["run_coordinator"]["config"]
         queue["max_concurrent_runs"] = max(queue["max_concurrent_runs"], max(sizes.sessions) + 1)
