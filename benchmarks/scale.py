@@ -176,7 +176,7 @@ def fanout(sizes: Sizes, redis_db: int, work: Path) -> Curve:
         f"fan-out: one run of N independent steps, {workers} worker(s) x 4",
         "steps",
         ["in-process", "stock", "ours"],
-        ["wall per step (ms)", "per step vs first point (x)", "wall (s)"],
+        ["wall per step (ms)", "per step vs first point (x)", "CPU per step (ms)", "wall (s)"],
         "stock",
     )
     kinds = {"in-process": "in-process", "stock": "stock", "ours": "alphaswarm"}
@@ -187,7 +187,10 @@ def fanout(sizes: Sizes, redis_db: int, work: Path) -> Curve:
             with executor.workers(kind, work, workers) if celery else nullcontext():
                 executor.execute(instance, "fan", kind, sizes.fanout[0])  # warm-up
                 for size in sizes.fanout:
+                    cpu = cpu_seconds(tree(os.getpid()))  # this process (the run) + workers
                     wall, _ = executor.execute(instance, "fan", kind, size)
+                    cpu = cpu_seconds(tree(os.getpid())) - cpu
+                    curve.put(size, system, "CPU per step (ms)", 1000 * cpu / size)
                     _log(f"fan-out {size} {system}: {wall:.2f} s")
                     curve.put(size, system, "wall (s)", wall)
                     curve.put(size, system, "wall per step (ms)", 1000 * wall / size)
@@ -196,7 +199,8 @@ def fanout(sizes: Sizes, redis_db: int, work: Path) -> Curve:
                     curve.put(size, system, "per step vs first point (x)", ratio)
     curve.notes.append(
         f"target: ours' wall per step at every size within 1.2x of the {sizes.fanout[0]}-step "
-        "figure."
+        "figure. CPU per step: user + system CPU of the run's process and the workers (not "
+        "Redis' or Postgres'), over N: what the step costs whatever else loads the machine."
     )
     return curve
 
