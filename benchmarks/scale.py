@@ -324,7 +324,10 @@ def sessions_and_idle(sizes: Sizes, redis_db: int) -> tuple[Curve, Curve]:
                 limit["limit"] = max(limit["limit"], max(sizes.sessions) + 1)
         with stack_env(f"sessions-{system}", yaml.safe_dump(config), redis_db) as env:
             slots = str(max(sizes.sessions) + 1)
-            worker = WorkerProcess.start("paper", f"bench-paper-{system}", env, "-c", slots)
+            # one pool process per session: slow to fork under load
+            worker = WorkerProcess.start(
+                "paper", f"bench-paper-{system}", env, "-c", slots, ready_timeout=300
+            )
             try:
                 with background([*daemon_argv, "-w", "workspace.yaml"], env, cwd=str(REPO)) as d:
                     held = _idle(idle, system, d.pid, env, sizes.idle_seconds)
