@@ -43,7 +43,11 @@ class WorkerProcess:
         argv += ["--name", name, *extra]
         process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         worker = cls(name=name, queues=queues, process=process, log_path=log.name)
-        worker.wait_ready(env["ALPHASWARM_BROKER_URL"], ready_timeout)
+        try:
+            worker.wait_ready(env["ALPHASWARM_BROKER_URL"], ready_timeout)
+        except BaseException:  # not left behind to take the next stack's tasks
+            worker.stop(timeout=10)
+            raise
         return worker
 
     def log(self) -> str:
