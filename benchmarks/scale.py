@@ -55,7 +55,7 @@ from benchmarks import executor, ledger_mirror
 from benchmarks.request_latency import stock_instance_yaml
 from benchmarks.scale_location import BATCH_TAG, BURST_KEY
 from benchmarks.stack import cpu_seconds, postgres_connections, stack_env, tree, uss_bytes
-from tests.support.processes import background
+from benchmarks.stack import daemon as stack_daemon
 from tests.support.runs import REPO, wait_for
 from tests.support.workers import WorkerProcess
 
@@ -235,7 +235,7 @@ def queued_runs(sizes: Sizes, redis_db: int) -> Curve:
     for system, (daemon, instance_yaml) in _stacks(stock_queue_yaml()).items():
         with (
             stack_env(f"queue-{system}", instance_yaml, redis_db) as env,
-            background([*daemon, "-m", "benchmarks.scale_location"], env, cwd=str(REPO)),
+            stack_daemon([*daemon, "-m", "benchmarks.scale_location"], env),
             dg.DagsterInstance.get() as instance,
         ):
             client = redis.Redis.from_url(env["ALPHASWARM_REDIS_URL"])
@@ -329,7 +329,7 @@ def sessions_and_idle(sizes: Sizes, redis_db: int) -> tuple[Curve, Curve]:
                 "paper", f"bench-paper-{system}", env, "-c", slots, ready_timeout=300
             )
             try:
-                with background([*daemon_argv, "-w", "workspace.yaml"], env, cwd=str(REPO)) as d:
+                with stack_daemon([*daemon_argv, "-w", "workspace.yaml"], env) as d:
                     held = _idle(idle, system, d.pid, env, sizes.idle_seconds)
                     connections.append(f"{system}: {held}")
                     _sessions(sessions, system, env, sizes)

@@ -7,8 +7,11 @@ Shared by the benchmarks that start a daemon or workers (daemon_rollout, scale).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,7 +21,7 @@ import psycopg2
 
 from tests.support import services
 from tests.support.ops import descendants
-from tests.support.processes import free_port
+from tests.support.processes import background, free_port
 from tests.support.runs import REPO
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -60,6 +63,21 @@ def stack_env(name: str, instance_yaml: str, redis_db: int) -> Iterator[dict[str
         os.environ.update(saved)
         services.flush_redis(broker, backend)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def daemon(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """A daemon (`argv`, from the repo) for the block. On exit the processes it started and
+    left behind are killed too: a stock `dagster-daemon` SIGTERMed can leave its code server
+    running, which would outlive the stack."""
+    with background(argv, env, cwd=str(REPO)) as process:
+        try:
+            yield process
+        finally:
+            started = descendants(process.pid)
+    for pid in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def tree(pid: int) -> list[int]:
