@@ -79,7 +79,7 @@ class Sizes:
     idle_seconds: float
 
 
-FULL = Sizes([50, 200, 1000], 4, [10, 100, 300], 10, [1, 10, 50], 10, [1_000, 10_000], 60)
+FULL = Sizes([50, 200, 1000], 4, [10, 100, 300], 10, [1, 10, 20], 10, [1_000, 10_000], 60)
 """Sized to finish in about 30 minutes on 2 shared cores (README, Scale: what did not fit)."""
 SMALL = Sizes([5, 10], 1, [2, 4], 4, [1, 2], 2, [200, 400], 5)
 
