@@ -23,17 +23,12 @@ and `table()` formats them for other benchmarks (benchmarks/session_survival.py)
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 import yaml
 
-from tests.support import services
-from tests.support.processes import free_port
+from benchmarks.stack import stack_env
 from tests.support.rollout import Rollouts, run_rollouts
 from tests.support.runs import REPO
 from tests.support.workers import WorkerProcess
@@ -60,39 +55,13 @@ def before_instance_yaml() -> str:
 
 
 def run_stack(name: str, instance_yaml: str, redis_db: int, restarts: int) -> Row:
-    broker = f"redis://127.0.0.1:6379/{redis_db}"
-    backend = f"redis://127.0.0.1:6379/{redis_db + 1}"
-    services.flush_redis(broker, backend)
-    workdir = Path(tempfile.mkdtemp(prefix=f"bench-rollout-{name}-"))
-    home = workdir / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(instance_yaml)
-    saved = dict(os.environ)
-    with services.temporary_database("as_bench") as postgres:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-            "ALPHASWARM_BROKER_URL": broker,
-            "ALPHASWARM_RESULT_BACKEND": backend,
-            "ALPHASWARM_REDIS_URL": broker,
-            "ALPHASWARM_POSTGRES_URL": postgres,
-            "ALPHASWARM_STORAGE_DIR": str(workdir / "storage"),
-            "ALPHASWARM_METRICS_PORT": str(free_port()),
-            "DAGSTER_HOME": str(home),
-        }
-        os.environ.update(
-            {k: v for k, v in env.items() if k.startswith(("ALPHASWARM_", "DAGSTER_"))}
-        )
+    with stack_env(f"rollout-{name}", instance_yaml, redis_db) as env:
         worker = WorkerProcess.start("default", f"bench-rollout-{name}", env)
         try:
             with dg.DagsterInstance.get() as instance:
                 result = run_rollouts(env, instance, restarts=restarts, expect_resume=name == "now")
         finally:
             worker.stop()
-            os.environ.clear()
-            os.environ.update(saved)
-            services.flush_redis(broker, backend)
-    shutil.rmtree(workdir, ignore_errors=True)
     return _row(name, restarts, result)
 
 

@@ -73,7 +73,7 @@ def leaf() -> int:
     return 1
 
 
-def _chain_job(name: str, executor: dg.ExecutorDefinition) -> dg.JobDefinition:
+def _chain_job(name: str, executor: dg.ExecutorDefinition, _size: int) -> dg.JobDefinition:
     @dg.job(name=f"chain_{name}", executor_def=executor, resource_defs=_resources())
     def chain() -> None:
         value = first()
@@ -83,10 +83,10 @@ def _chain_job(name: str, executor: dg.ExecutorDefinition) -> dg.JobDefinition:
     return chain
 
 
-def _fan_job(name: str, executor: dg.ExecutorDefinition) -> dg.JobDefinition:
+def _fan_job(name: str, executor: dg.ExecutorDefinition, size: int) -> dg.JobDefinition:
     @dg.job(name=f"fan_{name}", executor_def=executor, resource_defs=_resources())
     def fan() -> None:
-        for index in range(FAN):
+        for index in range(size):
             leaf.alias(f"leaf_{index}")()
 
     return fan
@@ -100,10 +100,11 @@ def _key(name: str) -> str:
     return name.replace("-", "_")
 
 
-def bench_job(kind: str, shape: str) -> dg.JobDefinition:
-    """The `shape` (chain | fan) job on executor `kind`; workers rebuild it by this name."""
+def bench_job(kind: str, shape: str, size: int | None = None) -> dg.JobDefinition:
+    """The `shape` (chain | fan) job on executor `kind` (a fan-out of `size`, default FAN);
+    workers rebuild it by this name."""
     build = _chain_job if shape == "chain" else _fan_job
-    return build(_key(kind), EXECUTORS[kind])
+    return build(_key(kind), EXECUTORS[kind], size or FAN)
 
 
 def _noop() -> None:
@@ -144,39 +145,51 @@ def _postgres() -> Iterator[str]:
 
 
 @contextmanager
-def _worker(kind: str, log_dir: Path) -> Iterator[None]:
+def workers(kind: str, log_dir: Path, count: int = 1) -> Iterator[None]:
+    """`count` workers of executor `kind` (concurrency 4 each, queue `default`)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    if kind == "stock":
-        env["BENCH_STOCK_WORKER"] = "1"
-        argv = [sys.executable, "-m", "celery", "-A", "benchmarks.executor:stock_app", "worker"]
-        argv += ["-Q", "default", "-c", "4", "--hostname", f"bench-stock-{uuid.uuid4().hex[:6]}@%h"]
-    else:
-        argv = [sys.executable, "-m", "alphaswarm_orch.cli", "worker", "--queues", "default"]
-        argv += ["--concurrency", "4", "--name", f"bench-ours-{uuid.uuid4().hex[:6]}"]
-    with open(log_dir / f"worker-{kind}.log", "w") as log:
-        process = subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=log)
+    processes = []
     try:
-        _wait_ready(process, log_dir / f"worker-{kind}.log")
+        for n in range(count):
+            if kind == "stock":
+                env["BENCH_STOCK_WORKER"] = "1"
+                argv = [sys.executable, "-m", "celery", "-A", "benchmarks.executor:stock_app"]
+                argv += ["worker", "-Q", "default", "-c", "4"]
+                argv += ["--hostname", f"bench-stock-{uuid.uuid4().hex[:6]}@%h"]
+            else:
+                argv = [sys.executable, "-m", "alphaswarm_orch.cli", "worker", "--queues"]
+                argv += ["default", "--concurrency", "4"]
+                argv += ["--name", f"bench-ours-{uuid.uuid4().hex[:6]}"]
+            log = log_dir / f"worker-{kind}-{n}.log"
+            with open(log, "w") as out:
+                processes.append(
+                    (subprocess.Popen(argv, env=env, cwd=REPO, stdout=out, stderr=out), log)
+                )
+        _wait_ready(processes)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process, _ in processes:
+            process.terminate()
+        for process, _ in processes:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def _wait_ready(process: subprocess.Popen, log: Path) -> None:
+def _wait_ready(processes: list[tuple[subprocess.Popen, Path]]) -> None:
+    """Until every worker answers Celery's ping (each names itself in its reply)."""
     app = Celery(broker=os.environ["ALPHASWARM_BROKER_URL"])
     deadline = time.monotonic() + 90
     try:
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"worker exited:\n{log.read_text()}")
-            if app.control.ping(timeout=0.5):
+            for process, log in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"worker exited:\n{log.read_text()}")
+            if len(app.control.ping(timeout=0.5)) >= len(processes):
                 return
-        raise RuntimeError(f"worker not ready in 90s:\n{log.read_text()}")
+        raise RuntimeError(f"workers not ready in 90s:\n{processes[0][1].read_text()}")
     finally:
         app.close()
 
@@ -196,9 +209,12 @@ def _run_config(kind: str) -> dict:
     }
 
 
-def _execute(instance: dg.DagsterInstance, shape: str, kind: str) -> tuple[float, str]:
+def execute(
+    instance: dg.DagsterInstance, shape: str, kind: str, size: int | None = None
+) -> tuple[float, str]:
+    """Run the `shape` job on executor `kind` to success: (wall seconds, run id)."""
     job = dg.build_reconstructable_job(
-        "benchmarks.executor", "bench_job", reconstructable_args=(kind, shape)
+        "benchmarks.executor", "bench_job", reconstructable_args=(kind, shape, size)
     )
     job_name = f"{shape}_{_key(kind)}"
     started = time.perf_counter()
@@ -243,15 +259,15 @@ def measure(repeats: int, log_dir: Path, kinds: list[str]) -> dict[str, dict[str
     results: dict[str, dict[str, float]] = {}
     with dg.DagsterInstance.get() as instance:
         for kind in kinds:
-            worker = _worker(kind, log_dir) if kind in ("stock", "alphaswarm") else None
+            worker = workers(kind, log_dir) if kind in ("stock", "alphaswarm") else None
             with worker or _nothing():
-                _execute(instance, "chain", kind)  # warm-up (imports, worker caches)
+                execute(instance, "chain", kind)  # warm-up (imports, worker caches)
                 chains, handoffs, fans = [], [], []
                 for _ in range(repeats):
-                    wall, run_id = _execute(instance, "chain", kind)
+                    wall, run_id = execute(instance, "chain", kind)
                     chains.append(wall)
                     handoffs += _handoffs(instance, run_id)
-                    fans.append(_execute(instance, "fan", kind)[0])
+                    fans.append(execute(instance, "fan", kind)[0])
                 results[kind] = {
                     "chain": statistics.median(chains),
                     "handoff": statistics.median(handoffs),

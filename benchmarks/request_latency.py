@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -40,8 +38,8 @@ import yaml
 
 from alphaswarm_orch.requests import PaperStart, PaperStop, append_request
 from alphaswarm_orch.tags import REQUEST_ID_TAG
-from tests.support import services
-from tests.support.processes import background, free_port
+from benchmarks.stack import stack_env
+from tests.support.processes import background
 from tests.support.runs import REPO, wait_for
 from tests.support.workers import WorkerProcess
 
@@ -138,33 +136,13 @@ def stock_instance_yaml() -> str:
 def run_stack(
     name: str, daemon: Sequence[str], instance_yaml: str, redis_db: int, requests: int
 ) -> list[Row]:
-    broker = f"redis://127.0.0.1:6379/{redis_db}"
-    backend = f"redis://127.0.0.1:6379/{redis_db + 1}"
-    services.flush_redis(broker, backend)
-    workdir = Path(tempfile.mkdtemp(prefix=f"bench-request-{name}-"))
-    home = workdir / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(instance_yaml)
-    with services.temporary_database("as_bench") as postgres:
-        env = {
-            **os.environ,
-            "ALPHASWARM_BROKER_URL": broker,
-            "ALPHASWARM_RESULT_BACKEND": backend,
-            "ALPHASWARM_REDIS_URL": broker,
-            "ALPHASWARM_POSTGRES_URL": postgres,
-            "ALPHASWARM_STORAGE_DIR": str(workdir / "storage"),
-            "ALPHASWARM_METRICS_PORT": str(free_port()),
-            "DAGSTER_HOME": str(home),
-        }
+    with stack_env(f"request-{name}", instance_yaml, redis_db) as env:
         worker = WorkerProcess.start("paper", f"bench-paper-{name}", env)
         try:
             with background([*daemon, "-w", "workspace.yaml"], env, cwd=str(REPO)):
-                rows = measure(env, requests)
+                return measure(env, requests)
         finally:
             worker.stop()
-            services.flush_redis(broker, backend)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return rows
 
 
 def main() -> None:

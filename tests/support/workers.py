@@ -28,7 +28,13 @@ class WorkerProcess:
 
     @classmethod
     def start(
-        cls, queues: str, name: str, env: dict[str, str], *extra: str, cwd: str | None = None
+        cls,
+        queues: str,
+        name: str,
+        env: dict[str, str],
+        *extra: str,
+        cwd: str | None = None,
+        ready_timeout: float = READY_TIMEOUT_SECONDS,
     ) -> WorkerProcess:
         log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - outlives this call
             prefix=f"worker-{name}-", suffix=".log", delete=False
@@ -37,17 +43,21 @@ class WorkerProcess:
         argv += ["--name", name, *extra]
         process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         worker = cls(name=name, queues=queues, process=process, log_path=log.name)
-        worker.wait_ready(env["ALPHASWARM_BROKER_URL"])
+        try:
+            worker.wait_ready(env["ALPHASWARM_BROKER_URL"], ready_timeout)
+        except BaseException:  # not left behind to take the next stack's tasks
+            worker.stop(timeout=10)
+            raise
         return worker
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as fh:
             return fh.read()
 
-    def wait_ready(self, broker: str) -> None:
+    def wait_ready(self, broker: str, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         """Poll the worker with Celery's ping until it answers (bounded by a deadline)."""
         app = Celery(broker=broker)
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
@@ -55,7 +65,7 @@ class WorkerProcess:
                 replies = app.control.ping(destination=[self.node], timeout=0.5)
                 if replies:
                     return
-            raise RuntimeError(f"worker {self.name} not ready in {READY_TIMEOUT_SECONDS}s")
+            raise RuntimeError(f"worker {self.name} not ready in {timeout}s")
         finally:
             app.close()
 
