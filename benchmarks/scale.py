@@ -47,7 +47,7 @@ import redis
 import sqlalchemy as sa
 import yaml
 
-from alphaswarm_orch.control.keys import session_stop_key
+from alphaswarm_orch.broker.keys import session_stop_key
 from alphaswarm_orch.requests import PaperStart, append_request
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.tags import REQUEST_ID_TAG
