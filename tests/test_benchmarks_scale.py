@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +26,12 @@ SIZES: dict[str, list[int | str]] = {
 
 @pytest.mark.benchmark_smoke
 @pytest.mark.timeout(900)
-def test_scale_small_writes_every_curve_and_point(tmp_path: Path) -> None:
-    redis_db = os.environ.get("ALPHASWARM_TEST_REDIS_DB", "2")
+def test_scale_small_writes_every_curve_and_point(
+    redis_urls: tuple[str, str], tmp_path: Path
+) -> None:
+    # The databases of this test process (each xdist worker has its own pair); the benchmark
+    # flushes them, so no other test process's may be named here.
+    redis_db = redis_urls[0].rsplit("/", 1)[1]
     argv = [sys.executable, "-m", "benchmarks.scale", "--small", "--out", str(tmp_path)]
     result = subprocess.run(
         [*argv, "--redis-db", redis_db],
