@@ -169,7 +169,10 @@ def _log(message: str) -> None:
 # -- fan-out ---------------------------------------------------------------------------------
 
 
-def fanout(sizes: Sizes, redis_db: int, work: Path) -> Curve:
+FANOUT_SYSTEMS = ("in-process", "stock", "ours")
+
+
+def fanout(sizes: Sizes, redis_db: int, work: Path, systems: list[str] | None = None) -> Curve:
     workers = sizes.fanout_workers
     curve = Curve(
         "fanout",
@@ -180,6 +183,7 @@ def fanout(sizes: Sizes, redis_db: int, work: Path) -> Curve:
         "stock",
     )
     kinds = {"in-process": "in-process", "stock": "stock", "ours": "alphaswarm"}
+    kinds = {system: kind for system, kind in kinds.items() if system in (systems or kinds)}
     yaml_text = (REPO / "dagster.yaml").read_text()
     with stack_env("fanout", yaml_text, redis_db) as _env, dg.DagsterInstance.get() as instance:
         for system, kind in kinds.items():
@@ -557,12 +561,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale")
     parser.add_argument("--redis-db", type=int, default=12, help="uses this DB and the next")
     parser.add_argument("--only", choices=CURVES, action="append", help="only these curves")
+    parser.add_argument(
+        "--fanout-system",
+        choices=FANOUT_SYSTEMS,
+        action="append",
+        help="only these systems in the fan-out curve (e.g. ours before/after a change)",
+    )
     args = parser.parse_args(argv)
     sizes = SMALL if args.small else FULL
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))  # worker logs
     measures = {
-        "fanout": lambda: [fanout(sizes, args.redis_db, work)],
+        "fanout": lambda: [fanout(sizes, args.redis_db, work, args.fanout_system)],
         "queue": lambda: [queued_runs(sizes, args.redis_db)],
         "sessions": lambda: list(sessions_and_idle(sizes, args.redis_db)),
         "ledger": lambda: [ledger(sizes)],

@@ -30,6 +30,7 @@ from dagster._core.execution.plan.instance_concurrency_context import (
 )
 from dagster._core.execution.plan.objects import StepFailureData, StepRetryData
 from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.plan.state import KnownExecutionState
 from dagster._core.execution.plan.step import ExecutionStep
 from dagster._core.execution.retries import RetryMode, get_retries_config
 from dagster._core.instance.ref import InstanceRef
@@ -46,6 +47,7 @@ from dagster._core.storage.runs import RunStorage, SqliteRunStorage
 from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
 from dagster._core.storage.schedules import ScheduleStorage, SqliteScheduleStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
+from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._daemon import controller as _daemon_controller
 from dagster._daemon import sensor as _sensor_daemon
 from dagster._daemon.cli import run_command as _daemon_run_command
@@ -188,12 +190,14 @@ __all__ = [
     "ExecutionStep",
     "InstanceConcurrencyContext",
     "InstanceRef",
+    "KnownExecutionState",
     "LaunchRunContext",
     "LocalComputeLogManager",
     "PlanOrchestrationContext",
     "QueuedRunCoordinatorDaemon",
     "ReconstructableJob",
     "ReconstructableRepository",
+    "ResolvedRunConfig",
     "ResumeRunContext",
     "RetryMode",
     "RunLauncher",

@@ -4,10 +4,11 @@ Same task name and arguments as dagster-celery's `execute_plan` (packed ExecuteS
 the ReconstructableJob dict), so a step message reads the same in Flower and in the broker.
 What differs, and why:
 
-- Reuse per pool process: one DagsterInstance per instance ref and one loaded job per job
-  origin, instead of rebuilding both for every step. Code is therefore loaded once per worker
-  process: **restart workers on every code deploy**. A worker whose loaded job no longer
-  matches the run's job snapshot refuses the step with an error that says so.
+- Reuse per pool process: one DagsterInstance per instance ref, one loaded job per job
+  origin and the whole-job plan of the last few runs (plans.py), instead of rebuilding them
+  for every step. Code is therefore loaded once per worker process: **restart workers on
+  every code deploy**. A worker whose loaded job no longer matches the run's job snapshot
+  refuses the step with an error that says so.
 - Warm pool processes: right after a pool process is forked, a background thread opens the
   instance of $DAGSTER_HOME and loads the code location (`warm_process`), so the first step
   a process runs (e.g. a session handed over to this worker) does not pay for the storage
@@ -48,12 +49,12 @@ from alphaswarm_orch.compat.dagster import (
     ReconstructableJob,
     ReconstructableRepository,
     cache_run_columns_check,
-    create_execution_plan,
     execute_plan_iterator,
     serializable_error_info_from_exc_info,
     unpack_value,
 )
 from alphaswarm_orch.execution.liveness import StepWatch, admission, worker_identity
+from alphaswarm_orch.execution.plans import PlanCache
 from alphaswarm_orch.guard import run_ended_check
 from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
 from alphaswarm_orch.settings import Settings
@@ -73,12 +74,16 @@ class StepRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedJob:
+    key: str
+    """The job's origin (its cache key here and in `_plans`)."""
     recon_job: ReconstructableJob
     snapshot_id: str
 
 
 _instances: dict[str, dg.DagsterInstance] = {}
 _jobs: dict[str, LoadedJob] = {}
+_plans = PlanCache()
+"""Whole-job plans of the last few runs: a step's plan no longer costs O(steps in the job)."""
 _kill_switch: list[KillSwitch] = []
 """The worker's kill switch (`register_tasks`), if it has a Redis to read it from."""
 _loading = threading.RLock()
@@ -117,7 +122,8 @@ def _job(executable_dict: dict[str, Any]) -> LoadedJob:
     with _loading:
         if key not in _jobs:
             recon_job = ReconstructableJob.from_dict(executable_dict)
-            _jobs[key] = LoadedJob(recon_job, recon_job.get_definition().get_job_snapshot_id())
+            snapshot_id = recon_job.get_definition().get_job_snapshot_id()
+            _jobs[key] = LoadedJob(key, recon_job, snapshot_id)
         return _jobs[key]
 
 
@@ -197,11 +203,8 @@ def execute_step(
                 raise StepRefused(f"run {args.run_id} is not in the Dagster instance")
             _check_code_version(job, run, f"worker {identity}")
             watch.watch_run(run_ended_check(instance, args.run_id))
-            plan = create_execution_plan(
-                job.recon_job,
-                run.run_config,
-                step_keys_to_execute=[step_key],
-                known_state=args.known_state,
+            plan = _plans.step_plan(
+                job.key, job.recon_job.get_definition(), run.run_config, step_key, args.known_state
             )
             queue = plan.get_step_by_key(step_key).tags.get(QUEUE_TAG, DEFAULT_QUEUE)
             for kill_switch in _kill_switch:

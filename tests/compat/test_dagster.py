@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -175,6 +175,66 @@ def step_execution() -> None:
     assert wanted <= fields, _fail("ExecuteStepArgs", f"fields {sorted(wanted - fields)} gone")
 
 
+@dg.op(out=dg.DynamicOut(str))
+def _compat_emit() -> Iterator[dg.DynamicOutput[str]]:
+    yield from (dg.DynamicOutput(key, mapping_key=key) for key in "xy")
+
+
+@dg.op(config_schema={"n": int})
+def _compat_configured(context) -> int:  # Dagster rejects a string-annotated context
+    return context.op_config["n"]
+
+
+@dg.op
+def _compat_upper(value: str) -> str:
+    return value.upper()
+
+
+@dg.op
+def _compat_count(values: list[str]) -> int:
+    return len(values)
+
+
+@dg.job
+def _compat_dynamic_job() -> None:
+    _compat_configured()
+    _compat_count(_compat_emit().map(_compat_upper).collect())
+
+
+def plan_from_cache() -> None:
+    """A step's plan derived from the cached whole-job plan (ResolvedRunConfig, the plan's
+    resolve/build_subset_plan, KnownExecutionState's fields) equals the full build's, for
+    plain, retried, mapped and collect steps and two run configs."""
+    from alphaswarm_orch.execution.plans import PlanCache
+
+    cache = PlanCache(size=1)  # the second config evicts the first: both paths exercised
+    mapped = {"_compat_emit": {"result": ["x", "y"]}}
+    cases = [
+        (None, "_compat_emit"),
+        (compat.KnownExecutionState(previous_retry_attempts={"_compat_configured": 1}),
+         "_compat_configured"),
+        (compat.KnownExecutionState(dynamic_mappings=mapped,
+                                    previous_retry_attempts={"_compat_upper[y]": 1}),
+         "_compat_upper[y]"),
+        (compat.KnownExecutionState(dynamic_mappings=mapped), "_compat_count"),
+    ]
+    for n in (1, 2):
+        run_config = {"ops": {"_compat_configured": {"config": {"n": n}}}}
+        resolved = compat.ResolvedRunConfig.build(_compat_dynamic_job, run_config)
+        assert resolved.ops["_compat_configured"].config == {"n": n}
+        for known_state, step_key in cases:
+            full = compat.create_execution_plan(
+                _compat_dynamic_job, run_config, step_keys_to_execute=[step_key],
+                known_state=known_state,
+            )
+            derived = cache.step_plan("job", _compat_dynamic_job, run_config, step_key, known_state)
+            assert derived == full, _fail(
+                "KnownExecutionState", f"the derived plan of {step_key} differs from the full one"
+            )
+            assert derived.step_keys_to_execute == [step_key]
+        assert len(cache) == 1
+
+
 def run_loop_machinery() -> None:
     """What the run loop drives: the active execution, concurrency slots, step data."""
     methods = ["check_for_interrupts", "get_known_state", "get_steps_to_execute", "handle_event",
@@ -186,7 +246,8 @@ def run_loop_machinery() -> None:
     assert {"error", "user_failure_data"} <= set(parameters(compat.StepFailureData))
     assert {"error", "seconds_to_wait"} <= set(parameters(compat.StepRetryData))
     assert has_members(compat.ExecutionPlan, ["get_step_by_key", "step_keys_to_execute",
-                                              "artifacts_persisted", "start"]) == []
+                                              "artifacts_persisted", "start", "build",
+                                              "resolve", "build_subset_plan"]) == []
     assert has_members(compat.ExecutionStep, ["key", "tags"]) == [], _fail("ExecutionStep", "key")
     context = ["dagster_run", "executor", "instance", "reconstructable_job",
                "resume_from_failure"]
@@ -266,6 +327,7 @@ CONTRACTS = {
         "ExecutionPlan", "ExecutionStep", "PlanOrchestrationContext",
     ],
     retries: ["RetryMode", "get_retries_config"],
+    plan_from_cache: ["KnownExecutionState", "ResolvedRunConfig"],
     sensor_loop: ["set_sensor_loop_seconds", "sensor_loop_seconds"],
     daemon_command: ["run_daemon"],
     preload_modules: ["RUN_WORKER_MODULES", "import_run_worker_modules"],

@@ -8,6 +8,7 @@ to a Redis list named in its config, so tests observe the worker side directly.
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 import redis
@@ -125,6 +126,42 @@ def talker(config: Probe) -> None:
     print(f"err {config.report_key}", file=sys.stderr)
 
 
+class Split(dg.Config):
+    report_key: str
+    keys: list[str]
+
+
+class Shard(dg.Config):
+    """`fail` names the mapping key whose first attempt fails (its retry succeeds)."""
+
+    report_key: str
+    fail: str
+
+
+@dg.op(tags=queue_tags("default"), out=dg.DynamicOut(str))
+def split(config: Split) -> Iterator[dg.DynamicOutput[str]]:
+    for key in config.keys:
+        yield dg.DynamicOutput(key, mapping_key=key)
+
+
+@dg.op(tags=queue_tags("default"), retry_policy=dg.RetryPolicy(max_retries=1))
+def shard(context: dg.OpExecutionContext, config: Shard, value: str) -> str:
+    _report(config, f"shard {value} attempt {context.retry_number}")
+    if value == config.fail and context.retry_number == 0:
+        raise RuntimeError(f"first attempt of shard {value} fails")
+    return value.upper()
+
+
+@dg.op(tags=queue_tags("default"))
+def gather(config: Probe, values: list[str]) -> None:
+    _report(config, f"gather {sorted(values)}")
+
+
+@dg.job
+def dynamic_job() -> None:
+    gather(split().map(shard).collect())
+
+
 @dg.job
 def block_job() -> None:
     blocker()
@@ -158,7 +195,7 @@ def talk_job() -> None:
 
 
 defs = dg.Definitions(
-    jobs=[block_job, held_job, fragile_job, priority_job, three_queue_job, talk_job],
+    jobs=[block_job, dynamic_job, held_job, fragile_job, priority_job, three_queue_job, talk_job],
     executor=alphaswarm_celery_executor,
     resources={"io_manager": dg.FilesystemIOManager(base_dir=str(Settings.from_env().io_dir))},
 )
