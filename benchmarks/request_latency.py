@@ -36,9 +36,9 @@ import dagster as dg
 import redis
 import yaml
 
-from alphaswarm_orch.requests import PaperStart, PaperStop, append_request
+from alphaswarm_orch.requests import PaperStop, append_request
 from alphaswarm_orch.tags import REQUEST_ID_TAG
-from benchmarks.stack import stack_env
+from benchmarks.stack import paper_start, stack_env
 from tests.support.processes import background
 from tests.support.runs import REPO, wait_for
 from tests.support.workers import WorkerProcess
@@ -70,14 +70,7 @@ def measure(env: dict[str, str], requests: int) -> list[Row]:
     with dg.DagsterInstance.get() as instance:
         for i in range(requests + 1):  # the first is a warm-up
             session, request_id = f"bench{i}-{uuid.uuid4().hex[:6]}", f"req-{uuid.uuid4().hex}"
-            start = PaperStart(
-                schema_version=1,
-                type="paper.start",
-                request_id=request_id,
-                actor="benchmark",
-                session_id=session,
-                symbols=["BTC-USD"],
-            )
+            start = paper_start(session, request_id)
             # Requests arrive at random points of the sensor daemon's 5 s loop, not in step
             # with it (a sequential benchmark would otherwise always hit the same phase).
             time.sleep(random.uniform(0, 5))

@@ -48,13 +48,20 @@ import sqlalchemy as sa
 import yaml
 
 from alphaswarm_orch.broker.keys import session_stop_key
-from alphaswarm_orch.requests import PaperStart, append_request
+from alphaswarm_orch.requests import append_request
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.tags import REQUEST_ID_TAG
 from benchmarks import executor, ledger_mirror
 from benchmarks.request_latency import stock_instance_yaml
 from benchmarks.scale_location import BATCH_TAG, BURST_KEY
-from benchmarks.stack import cpu_seconds, postgres_connections, stack_env, tree, uss_bytes
+from benchmarks.stack import (
+    cpu_seconds,
+    paper_start,
+    postgres_connections,
+    stack_env,
+    tree,
+    uss_bytes,
+)
 from benchmarks.stack import daemon as stack_daemon
 from tests.support.runs import REPO, wait_for
 from tests.support.workers import WorkerProcess
@@ -409,14 +416,7 @@ def _running(
     stopped and their runs finished afterwards."""
     ids = [f"scale-{uuid.uuid4().hex[:8]}" for _ in range(count)]
     for session_id in ids:
-        start = PaperStart(
-            schema_version=1,
-            type="paper.start",
-            request_id=f"req-{session_id}",
-            actor="benchmark",
-            session_id=session_id,
-            symbols=["BTC-USD"],
-        )
+        start = paper_start(session_id, f"req-{session_id}")
         append_request(client, start)
     query = sa.text(
         "SELECT count(*) FROM paper_sessions WHERE session_id = ANY(:ids) AND status = 'running'"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg2
 
+from alphaswarm_orch.requests.models import PaperStart
 from tests.support import services
 from tests.support.ops import descendants
 from tests.support.processes import background, free_port
@@ -132,3 +133,15 @@ def postgres_connections(postgres_url: str) -> dict[str, int]:
             return {name: count for name, count in cur.fetchall()}
     finally:
         conn.close()
+
+
+def paper_start(session_id: str, request_id: str, symbol: str = "BTC-USD") -> PaperStart:
+    """The paper.start request every session benchmark appends (actor `benchmark`)."""
+    return PaperStart(
+        schema_version=1,
+        type="paper.start",
+        request_id=request_id,
+        actor="benchmark",
+        session_id=session_id,
+        symbols=[symbol],
+    )

@@ -28,11 +28,11 @@ import redis
 from alphaswarm_orch.broker.keys import session_stop_key, tick_stream
 from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.ledger.db import engine_for, migrate
-from alphaswarm_orch.requests import PaperStart
 from alphaswarm_orch.sessions.loop import GROUP, SessionLoop
 from alphaswarm_orch.sessions.simulator import PaperSimulator, metadata
 from alphaswarm_orch.sessions.ticks import OrderIntent, Tick, append_tick
 from alphaswarm_orch.settings import sqlalchemy_url
+from benchmarks.stack import paper_start
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 DEFAULT_LEDGER = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -92,14 +92,7 @@ def session(
         if len(latencies) >= total:
             client.set(session_stop_key(session_id), "benchmark done")
 
-    start = PaperStart(
-        schema_version=1,
-        type="paper.start",
-        request_id=f"bench-{session_id}",
-        actor="benchmark",
-        session_id=session_id,
-        symbols=["BENCH"],
-    )
+    start = paper_start(session_id, f"bench-{session_id}", symbol="BENCH")
     migrate(ledger_url)
     simulator = PaperSimulator(engine_for(ledger_url), "paper", start)
     kill_switch = KillSwitch(client, f"bench:kill:{session_id}")
