@@ -33,6 +33,13 @@ def queue_kill_switch_key(base_key: str, queue: str) -> str:
     return f"{base_key}:{queue}"
 
 
+def request_hold_key(family: str) -> str:
+    """Set by a request sensor while a kill switch holds `family`'s requests (value: the
+    switch's key), deleted by its next tick that is not held; the daemon's request listener
+    wakes the sensors when that switch key is gone (`requests.arrivals`)."""
+    return f"alphaswarm:requests:held:{family}"
+
+
 def session_registry(family: str) -> str:
     """Hash session id -> request id of the start request, for sessions of `family`."""
     return f"alphaswarm:sessions:{family}"

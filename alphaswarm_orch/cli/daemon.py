@@ -31,8 +31,9 @@ from alphaswarm_orch.settings import Settings
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def daemon_command(dagster_args: tuple[str, ...]) -> None:
     """Run dagster-daemon (`dagster-daemon run DAGSTER_ARGS`, e.g. -w workspace.yaml) with
-    sensors evaluated every ALPHASWARM_SENSOR_LOOP_SECONDS (default 1) instead of every 5 s,
-    and at once when a request arrives."""
+    its sensor loop every ALPHASWARM_SENSOR_LOOP_SECONDS (default 1) instead of every 5 s,
+    the request sensors evaluated at once when a request arrives or a kill switch holding
+    them is cleared (else every 15 s), and one code server for the daemon's life."""
     with user_errors():
         settings = Settings.from_env()
     set_sensor_loop_seconds(settings.sensor_loop_seconds)

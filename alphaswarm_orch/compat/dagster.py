@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ from dagster._core.execution.retries import RetryMode, get_retries_config
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.launcher import LaunchRunContext, ResumeRunContext, RunLauncher
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster._core.remote_representation.grpc_server_registry import GrpcServerRegistry
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
 from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage, EventLogStorage
@@ -129,9 +131,11 @@ def prefer_daemons(factory: DaemonFactory) -> None:
     _daemon_controller.create_daemon_of_type = create_daemon_of_type
 
 
-def evaluate_every_loop(sensor_names: Collection[str]) -> None:
-    """Evaluate the sensors named `sensor_names` on every loop of this process's sensor daemon,
-    whatever their `minimum_interval_seconds` (others keep theirs).
+def evaluate_when_due(sensor_names: Collection[str], due: Callable[[float | None], bool]) -> None:
+    """Decide for the sensors named `sensor_names`, in this process's sensor daemon, whether a
+    loop evaluates them: `due(last)` with `last` the time (epoch seconds) their last tick
+    started or ended, None if they never ticked, instead of their `minimum_interval_seconds`
+    (others keep theirs).
 
     The sensor daemon asks `sensor.is_under_min_interval(state, sensor)`, a module function
     looked up at call time, before submitting a sensor's tick and again when the tick starts.
@@ -143,11 +147,49 @@ def evaluate_every_loop(sensor_names: Collection[str]) -> None:
 
     def is_under_min_interval(state: Any, remote_sensor: Any, *args: Any, **kwargs: Any) -> bool:
         if remote_sensor.name in names:
-            return False
+            elapsed = _sensor_daemon.get_elapsed(state)
+            return not due(None if elapsed is None else time.time() - elapsed)
         return stock(state, remote_sensor, *args, **kwargs)
 
     is_under_min_interval.stock = stock  # type: ignore[attr-defined]
     _sensor_daemon.is_under_min_interval = is_under_min_interval
+
+
+def keep_live_code_servers() -> None:
+    """Have this process's daemon keep its code server across its workspace refreshes.
+
+    dagster-daemon refreshes its workspace every `controller.RELOAD_WORKSPACE_INTERVAL` (60 s)
+    by dropping every entry of its gRPC server registry (`clear_all_grpc_endpoints`) first, so
+    each refresh starts a fresh code server process (importing dagster and the code location,
+    ~3 s of CPU, a third of an idle daemon's). Here that call drops only the entries whose
+    server is gone: its process exited, it does not answer a ping, or it had failed to load
+    (retried, as Dagster does); the refresh then reloads the snapshots from the live server.
+    Code changes therefore need a daemon restart (as the run launcher's forkserver does).
+    """
+    if getattr(GrpcServerRegistry.clear_all_grpc_endpoints, "keeps_live", False):
+        return
+
+    def clear_all_grpc_endpoints(self: GrpcServerRegistry) -> None:
+        with self._lock:
+            entries = dict(self._active_entries)
+        for origin_id, entry in entries.items():
+            if not _code_server_alive(getattr(entry, "process", None)):
+                with self._lock:
+                    if self._active_entries.get(origin_id) is entry:
+                        del self._active_entries[origin_id]
+
+    clear_all_grpc_endpoints.keeps_live = True  # type: ignore[attr-defined]
+    GrpcServerRegistry.clear_all_grpc_endpoints = clear_all_grpc_endpoints  # type: ignore[method-assign]
+
+
+def _code_server_alive(process: Any) -> bool:
+    if process is None or process.server_process.poll() is not None:
+        return False
+    try:
+        process.create_client().ping("")
+    except Exception:  # unreachable or hung (Dagster's gRPC timeout): start a new one
+        return False
+    return True
 
 
 def cache_run_columns_check(instance: dg.DagsterInstance) -> None:
@@ -217,12 +259,13 @@ __all__ = [
     "capture_interrupts",
     "create_execution_plan",
     "ensure_file",
-    "evaluate_every_loop",
+    "evaluate_when_due",
     "execute_plan_iterator",
     "execute_sensor_iteration",
     "get_retries_config",
     "import_run_worker_modules",
     "is_valid_cron_string",
+    "keep_live_code_servers",
     "pack_value",
     "prefer_daemons",
     "run_command_body",

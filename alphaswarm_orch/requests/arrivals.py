@@ -1,10 +1,14 @@
-"""Wake the sensor loop the moment a request is appended to a request stream.
+"""Wake the sensor loop the moment a request is appended to a request stream, or a kill
+switch that held requests is cleared.
 
 A daemon thread blocks on `XREAD` over every family's stream and calls `on_arrival` when an
-entry arrives. It only wakes: the request sensors still read, check, dead-letter and launch
-from their own cursors (run_key = request id, the kill-switch hold), so nothing about what a
-request becomes depends on this thread. If Redis is unreachable it retries every
-RETRY_SECONDS, and the sensors' own period picks requests up meanwhile.
+entry arrives. Between reads (at least every BLOCK_SECONDS) it reads the families' hold
+markers (`broker.keys.request_hold_key`, set by a request sensor that skipped for a kill
+switch, naming the switch's key) and calls `on_arrival` once when a switch named there no
+longer exists. It only wakes: the request sensors still read, check, dead-letter, hold and
+launch from their own cursors (run_key = request id), so nothing about what a request
+becomes depends on this thread. If Redis is unreachable it retries every RETRY_SECONDS, and
+the sensors' own fallback period picks requests up meanwhile.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import redis
 
-from alphaswarm_orch.broker.keys import REQUEST_FAMILIES, request_stream
+from alphaswarm_orch.broker.keys import REQUEST_FAMILIES, request_hold_key, request_stream
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,8 @@ class RequestArrivals:
         )
         self._on_arrival = on_arrival
         self._streams = [request_stream(family) for family in families]
+        self._holds = [request_hold_key(family) for family in families]
+        self._released: set[tuple[str, bytes]] = set()  # (hold marker, switch key) woken for
         self._last: dict[str, str] = {}
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alphaswarm-arrivals", daemon=True)
@@ -66,6 +72,22 @@ class RequestArrivals:
             last[stream] = newest[0][0].decode() if newest else "0-0"
         return last
 
+    def _switch_cleared(self) -> bool:
+        """Whether a kill switch that holds requests (a hold marker names it) is gone and was
+        not woken for yet: one round trip, two while a marker is set."""
+        markers = dict(zip(self._holds, self._client.mget(self._holds), strict=True))
+        held = {(hold, switch) for hold, switch in markers.items() if switch is not None}
+        self._released &= held  # a marker deleted (or changed) may wake again later
+        pending = sorted(held - self._released)
+        if not pending:
+            return False
+        pipe = self._client.pipeline(transaction=False)
+        for _, switch in pending:
+            pipe.exists(switch)
+        gone = {pair for pair, exists in zip(pending, pipe.execute(), strict=True) if not exists}
+        self._released |= gone
+        return bool(gone)
+
     def _run(self) -> None:
         while not self._stopped.is_set():
             try:
@@ -84,3 +106,8 @@ class RequestArrivals:
                 self._last[name] = last.decode() if isinstance(last, bytes) else last
             if replies:
                 self._on_arrival()
+            try:
+                if self._switch_cleared():
+                    self._on_arrival()
+            except redis.RedisError as exc:
+                log.warning("request arrivals: kill switch check: %s", exc)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import redis
 
-from alphaswarm_orch.broker.keys import request_stream
+from alphaswarm_orch.broker.keys import request_hold_key, request_stream
 from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.guard import clear_episode, record_refusal_once, refusal_recorded
 from alphaswarm_orch.settings import Settings
@@ -12,9 +14,9 @@ from alphaswarm_orch.settings import Settings
 REQUEST_SENSOR_INTERVAL_SECONDS = 1
 """Request sensors evaluate on every loop of dagster-daemon's sensor daemon (Dagster's loop is
 5 s): with a 5 s minimum interval a request could wait two loops (up to 10 s) before its run is
-created. `alphaswarm-orch daemon` evaluates them on every loop whatever the interval
-(`daemon.wakeup`), also on the loop a request's arrival wakes. 0 is not "none" to Dagster: it
-reads as its 30 s default."""
+created. `alphaswarm-orch daemon` ignores it: it evaluates them when a request arrives or a
+kill switch that held them is cleared, else every 15 s (`daemon.wakeup.request_sensor_due`).
+0 is not "none" to Dagster: it reads as its 30 s default."""
 
 
 def kill_switch_hold(
@@ -33,12 +35,19 @@ def kill_switch_hold(
     that skips every second writes one row per incident, not one per tick. The episode
     recorded is kept in Redis (`guard.record_refusal_once`), so a restarted daemon does not
     record it again.
+
+    While held, `request_hold_key(family)` names the switch's key: the daemon's request
+    listener wakes the sensors as soon as that key is gone (`requests.arrivals`), so requests
+    held launch within about a second of the switch being cleared, not on the fallback period.
     """
     state = KillSwitch(client, settings.kill_switch_key).state(queue)
     if state is None:
         clear_episode(client, source=source, queue=queue)
+        client.delete(request_hold_key(family))
         return None
     reason = f"kill switch {state.key!r} is set ({state.reason}): {family} requests wait"
+    with contextlib.suppress(redis.RedisError):  # unwritable: the fallback period retries
+        client.set(request_hold_key(family), state.key)
     if refusal_recorded(client, state.episode, source=source, queue=queue):
         return reason
     start = "-" if cursor is None else f"({cursor}"

@@ -6,17 +6,39 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    ManagedGrpcPythonEnvCodeLocationOrigin,
+    RemoteInstigatorOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.remote_representation.grpc_server_registry import (
+    GrpcServerRegistry,
+    ServerRegistryEntry,
+)
+from dagster._core.scheduler.instigation import (
+    InstigatorState,
+    InstigatorStatus,
+    InstigatorType,
+    SensorInstigatorData,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._daemon import controller
 from dagster._daemon import sensor as sensor_daemon
 
 from alphaswarm_orch.compat import dagster as compat
 from alphaswarm_orch.daemon.wakeup import WakingDequeueDaemon, WakingSensorDaemon, install
 from tests.compat.contract import broken, check_all_covered, has_members, parameters, run_contract
+
+SMALL_DEFS = Path(__file__).with_name("small_defs.py")
+"""A code location that loads in a code server quickly."""
 
 
 def _fail(name: str, what: str, dist: str = "dagster") -> str:
@@ -170,8 +192,15 @@ def step_execution() -> None:
         missing = [p for p in wanted if p not in parameters(func)]
         assert not missing, _fail(name, f"parameters {missing} are gone")
     fields = set(parameters(compat.ExecuteStepArgs))
-    wanted = {"job_origin", "run_id", "step_keys_to_execute", "instance_ref", "retry_mode",
-              "known_state", "print_serialized_events"}
+    wanted = {
+        "job_origin",
+        "run_id",
+        "step_keys_to_execute",
+        "instance_ref",
+        "retry_mode",
+        "known_state",
+        "print_serialized_events",
+    }
     assert wanted <= fields, _fail("ExecuteStepArgs", f"fields {sorted(wanted - fields)} gone")
 
 
@@ -211,11 +240,16 @@ def plan_from_cache() -> None:
     mapped = {"_compat_emit": {"result": ["x", "y"]}}
     cases = [
         (None, "_compat_emit"),
-        (compat.KnownExecutionState(previous_retry_attempts={"_compat_configured": 1}),
-         "_compat_configured"),
-        (compat.KnownExecutionState(dynamic_mappings=mapped,
-                                    previous_retry_attempts={"_compat_upper[y]": 1}),
-         "_compat_upper[y]"),
+        (
+            compat.KnownExecutionState(previous_retry_attempts={"_compat_configured": 1}),
+            "_compat_configured",
+        ),
+        (
+            compat.KnownExecutionState(
+                dynamic_mappings=mapped, previous_retry_attempts={"_compat_upper[y]": 1}
+            ),
+            "_compat_upper[y]",
+        ),
         (compat.KnownExecutionState(dynamic_mappings=mapped), "_compat_count"),
     ]
     for n in (1, 2):
@@ -224,7 +258,9 @@ def plan_from_cache() -> None:
         assert resolved.ops["_compat_configured"].config == {"n": n}
         for known_state, step_key in cases:
             full = compat.create_execution_plan(
-                _compat_dynamic_job, run_config, step_keys_to_execute=[step_key],
+                _compat_dynamic_job,
+                run_config,
+                step_keys_to_execute=[step_key],
                 known_state=known_state,
             )
             derived = cache.step_plan("job", _compat_dynamic_job, run_config, step_key, known_state)
@@ -237,20 +273,40 @@ def plan_from_cache() -> None:
 
 def run_loop_machinery() -> None:
     """What the run loop drives: the active execution, concurrency slots, step data."""
-    methods = ["check_for_interrupts", "get_known_state", "get_steps_to_execute", "handle_event",
-               "is_complete", "mark_interrupted", "plan_events_iterator", "rebuild_from_events",
-               "retry_state", "verify_complete"]
+    methods = [
+        "check_for_interrupts",
+        "get_known_state",
+        "get_steps_to_execute",
+        "handle_event",
+        "is_complete",
+        "mark_interrupted",
+        "plan_events_iterator",
+        "rebuild_from_events",
+        "retry_state",
+        "verify_complete",
+    ]
     missing = has_members(compat.ActiveExecution, methods)
     assert not missing, _fail("ActiveExecution", f"methods {missing} are gone")
     assert has_members(compat.InstanceConcurrencyContext, ["__enter__", "__exit__"]) == []
     assert {"error", "user_failure_data"} <= set(parameters(compat.StepFailureData))
     assert {"error", "seconds_to_wait"} <= set(parameters(compat.StepRetryData))
-    assert has_members(compat.ExecutionPlan, ["get_step_by_key", "step_keys_to_execute",
-                                              "artifacts_persisted", "start", "build",
-                                              "resolve", "build_subset_plan"]) == []
+    assert (
+        has_members(
+            compat.ExecutionPlan,
+            [
+                "get_step_by_key",
+                "step_keys_to_execute",
+                "artifacts_persisted",
+                "start",
+                "build",
+                "resolve",
+                "build_subset_plan",
+            ],
+        )
+        == []
+    )
     assert has_members(compat.ExecutionStep, ["key", "tags"]) == [], _fail("ExecutionStep", "key")
-    context = ["dagster_run", "executor", "instance", "reconstructable_job",
-               "resume_from_failure"]
+    context = ["dagster_run", "executor", "instance", "reconstructable_job", "resume_from_failure"]
     missing = has_members(compat.PlanOrchestrationContext, context)
     assert not missing, _fail("PlanOrchestrationContext", f"{missing} are gone")
 
@@ -282,9 +338,15 @@ def sensor_loop() -> None:
 
 def daemon_command() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from alphaswarm_orch.compat.dagster import run_daemon\n"
-         "run_daemon(['--help'], prog_name='x')"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from alphaswarm_orch.compat.dagster import run_daemon\n"
+            "run_daemon(['--help'], prog_name='x')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0 and "--workspace" in result.stdout + result.stderr, _fail(
         "run_daemon", f"`dagster-daemon run --help` gave {result.returncode}: {result.stderr}"
@@ -298,33 +360,59 @@ def preload_modules() -> None:
 
 CONTRACTS = {
     storage_classes: [
-        "DagsterStorage", "ConsolidatedSqliteEventLogStorage", "EventLogStorage", "RunStorage",
-        "SqliteRunStorage", "ScheduleStorage", "SqliteScheduleStorage", "DagsterSqliteStorage",
-        "ConfigurableClass", "ConfigurableClassData",
+        "DagsterStorage",
+        "ConsolidatedSqliteEventLogStorage",
+        "EventLogStorage",
+        "RunStorage",
+        "SqliteRunStorage",
+        "ScheduleStorage",
+        "SqliteScheduleStorage",
+        "DagsterSqliteStorage",
+        "ConfigurableClass",
+        "ConfigurableClassData",
     ],
     compute_log_base: [
-        "LocalComputeLogManager", "IO_TYPE_EXTENSION", "ComputeIOType", "CapturedLogContext",
+        "LocalComputeLogManager",
+        "IO_TYPE_EXTENSION",
+        "ComputeIOType",
+        "CapturedLogContext",
     ],
     file_helpers: ["ensure_file", "touch_file"],
     launcher_base: [
-        "RunLauncher", "CheckRunHealthResult", "WorkerStatus", "DagsterLaunchFailedError",
-        "LaunchRunContext", "ResumeRunContext",
+        "RunLauncher",
+        "CheckRunHealthResult",
+        "WorkerStatus",
+        "DagsterLaunchFailedError",
+        "LaunchRunContext",
+        "ResumeRunContext",
     ],
     run_bodies: ["run_command_body"],
     interrupts: ["capture_interrupts"],
     error_info: [
-        "SerializableErrorInfo", "serializable_error_info_from_exc_info", "EngineEventData",
-        "pack_value", "unpack_value",
+        "SerializableErrorInfo",
+        "serializable_error_info_from_exc_info",
+        "EngineEventData",
+        "pack_value",
+        "unpack_value",
     ],
     cron: ["is_valid_cron_string"],
     asset_job_and_graph: ["UnresolvedAssetJobDefinition", "BaseAssetGraph"],
     step_execution: [
-        "ReconstructableJob", "ReconstructableRepository", "InstanceRef",
-        "create_execution_plan", "execute_plan_iterator", "ExecuteStepArgs",
+        "ReconstructableJob",
+        "ReconstructableRepository",
+        "InstanceRef",
+        "create_execution_plan",
+        "execute_plan_iterator",
+        "ExecuteStepArgs",
     ],
     run_loop_machinery: [
-        "ActiveExecution", "InstanceConcurrencyContext", "StepFailureData", "StepRetryData",
-        "ExecutionPlan", "ExecutionStep", "PlanOrchestrationContext",
+        "ActiveExecution",
+        "InstanceConcurrencyContext",
+        "StepFailureData",
+        "StepRetryData",
+        "ExecutionPlan",
+        "ExecutionStep",
+        "PlanOrchestrationContext",
     ],
     retries: ["RetryMode", "get_retries_config"],
     plan_from_cache: ["KnownExecutionState", "ResolvedRunConfig"],
@@ -375,20 +463,79 @@ def test_the_sensor_loop_checks_the_minimum_interval_through_the_module_function
         "state",
         "remote_sensor",
     ]
-    compat.evaluate_every_loop(["every_loop"])
+    asked: list[float | None] = []
+
+    def due(last: float | None) -> bool:
+        asked.append(last)
+        return last is not None and last < 1000.0
+
+    compat.evaluate_when_due(["when_due"], due)
 
     class Sensor:
         def __init__(self, name: str) -> None:
             self.name = name
             self.min_interval_seconds = 30
 
-    class State:  # a tick a second ago: under a 30 s interval
-        instigator_data = None
+    def state(last_tick: float | None) -> Any:
+        data = None
+        if last_tick is not None:
+            data = SensorInstigatorData(
+                last_tick_timestamp=None, last_tick_start_timestamp=last_tick
+            )
+        return InstigatorState(
+            RemoteInstigatorOrigin(_repo_origin(), "when_due"),
+            InstigatorType.SENSOR,
+            InstigatorStatus.DECLARED_IN_CODE,
+            data,
+        )
 
-    # The named sensor is never under its interval; others go to Dagster's rule (no data:
-    # not under it either, which is its answer for a sensor that never ticked).
-    assert sensor_daemon.is_under_min_interval(State(), Sensor("every_loop")) is False
-    assert sensor_daemon.is_under_min_interval.stock(State(), Sensor("other")) is False
+    now = time.time()
+    # The named sensor follows `due`, given its last tick's time; others Dagster's rule.
+    assert sensor_daemon.is_under_min_interval(state(500.0), Sensor("when_due")) is False
+    assert sensor_daemon.is_under_min_interval(state(now - 1), Sensor("when_due")) is True
+    assert sensor_daemon.is_under_min_interval(state(None), Sensor("when_due")) is True
+    assert asked[0] == pytest.approx(500.0, abs=1) and asked[-1] is None
+    assert asked[1] == pytest.approx(now - 1, abs=1)
+    assert sensor_daemon.is_under_min_interval(state(now - 1), Sensor("other")) is True
+    assert sensor_daemon.is_under_min_interval(state(now - 60), Sensor("other")) is False
+
+
+def _repo_origin() -> Any:
+    return RemoteRepositoryOrigin(
+        InProcessCodeLocationOrigin(LoadableTargetOrigin(python_file=__file__)), "repo"
+    )
+
+
+def test_the_daemon_refresh_keeps_a_live_code_server_and_replaces_a_dead_one(
+    restored: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon controller's workspace refresh calls `clear_all_grpc_endpoints` and then
+    reloads; kept live, a refresh reuses the running server; a killed one is replaced."""
+    source = inspect.getsource(controller.DagsterDaemonController.check_workspace_freshness)
+    assert "clear_all_grpc_endpoints" in source and "refresh_workspace" in source
+    monkeypatch.setattr(
+        GrpcServerRegistry, "clear_all_grpc_endpoints", GrpcServerRegistry.clear_all_grpc_endpoints
+    )
+    compat.keep_live_code_servers()
+    compat.keep_live_code_servers()  # twice is once
+    origin = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, python_file=str(SMALL_DEFS)),
+        location_name="small",
+    )
+    with (
+        dg.instance_for_test() as instance,
+        controller.create_daemon_grpc_server_registry(instance) as registry,
+    ):
+        first = registry.get_grpc_server_entry(origin)
+        assert isinstance(first, ServerRegistryEntry), first
+        registry.clear_all_grpc_endpoints()
+        assert registry.get_grpc_server_entry(origin) is first  # the same live server
+        first.process.server_process.kill()
+        first.process.server_process.wait(30)
+        registry.clear_all_grpc_endpoints()
+        second = registry.get_grpc_server_entry(origin)
+        assert isinstance(second, ServerRegistryEntry) and second is not first
+        assert second.process.create_client().ping("x")["echo"] == "x"
 
 
 def test_the_loop_parts_the_waking_daemons_rebuild_are_there() -> None:
@@ -430,17 +577,25 @@ def test_the_run_columns_check_is_asked_on_every_run_read_and_cached_once() -> N
 
 TESTED_BY = {
     test_prefer_daemons_builds_the_waking_sensor_and_dequeue_daemons: [
-        "prefer_daemons", "DagsterDaemon", "SensorDaemon",
+        "prefer_daemons",
+        "DagsterDaemon",
+        "SensorDaemon",
     ],
     test_the_sensor_loop_checks_the_minimum_interval_through_the_module_function: [
-        "evaluate_every_loop",
+        "evaluate_when_due",
+    ],
+    test_the_daemon_refresh_keeps_a_live_code_server_and_replaces_a_dead_one: [
+        "keep_live_code_servers",
     ],
     test_the_loop_parts_the_waking_daemons_rebuild_are_there: [
-        "execute_sensor_iteration", "SpanMarker", "DaemonErrorCapture",
+        "execute_sensor_iteration",
+        "SpanMarker",
+        "DaemonErrorCapture",
         "QueuedRunCoordinatorDaemon",
     ],
     test_the_run_columns_check_is_asked_on_every_run_read_and_cached_once: [
-        "SqlRunStorage", "cache_run_columns_check",
+        "SqlRunStorage",
+        "cache_run_columns_check",
     ],
 }
 """The daemon hooks' names, each with the test above that holds its contract."""

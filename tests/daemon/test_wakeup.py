@@ -7,7 +7,10 @@ from __future__ import annotations
 import threading
 import time
 
-from alphaswarm_orch.daemon.wakeup import Wakeup
+import pytest
+
+from alphaswarm_orch.daemon import wakeup
+from alphaswarm_orch.daemon.wakeup import REQUEST_FALLBACK_SECONDS, Wakeup, request_sensor_due
 
 
 def test_a_wait_returns_on_a_wake_up_once_and_on_shutdown() -> None:
@@ -20,3 +23,16 @@ def test_a_wait_returns_on_a_wake_up_once_and_on_shutdown() -> None:
     started = time.monotonic()
     assert wakeup.wait(shutdown, 60) is False
     assert time.monotonic() - started < 30  # not the full wait
+
+
+def test_a_request_sensor_is_due_when_woken_since_its_last_tick_or_on_the_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wakeup, "SENSORS", Wakeup())
+    now = time.time()
+    assert request_sensor_due(None)  # never ticked
+    assert not request_sensor_due(now)  # ticked just now, nothing since
+    assert request_sensor_due(now - REQUEST_FALLBACK_SECONDS - 1)  # the fallback period
+    wakeup.SENSORS.set()  # a request arrived after a tick that started just before it
+    assert request_sensor_due(now)
+    assert not request_sensor_due(time.time() + 0.001)  # a tick started after the wake-up

@@ -1,4 +1,5 @@
-"""The request streams' listener wakes on an appended request, never on older entries."""
+"""The request streams' listener wakes on an appended request, never on older entries, and
+once when a kill switch that held requests is cleared."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 
 import redis
 
-from alphaswarm_orch.broker.keys import dead_letter_stream, request_stream
+from alphaswarm_orch.broker.keys import dead_letter_stream, request_hold_key, request_stream
 from alphaswarm_orch.definitions import build_definitions
 from alphaswarm_orch.requests.arrivals import REQUEST_SENSORS, RequestArrivals
 from alphaswarm_orch.settings import Settings
@@ -30,6 +31,42 @@ def test_an_appended_request_wakes_it_and_older_entries_do_not(
             assert woken.wait(10), family
     finally:
         arrivals.stop()
+
+
+def test_a_cleared_switch_that_held_requests_wakes_it_once(
+    redis_client: redis.Redis, redis_urls: tuple[str, str]
+) -> None:
+    switch, hold = "test:arrivals:kill", request_hold_key("paper")
+    redis_client.delete(hold, request_hold_key("hft"), request_hold_key("terraform"))
+    redis_client.set(switch, "freeze")
+    redis_client.set(hold, switch)  # as a held request sensor leaves it
+    wakes: list[float] = []
+    woken = threading.Event()
+
+    def on_wake() -> None:
+        wakes.append(1.0)
+        woken.set()
+
+    arrivals = RequestArrivals(redis_urls[0], on_wake).start()
+    try:
+        wait_for(lambda: arrivals._last, 10, "the listener to take its positions")
+        assert not woken.wait(1.5)  # held: the switch is still set
+        redis_client.delete(switch)
+        assert woken.wait(10)
+        woken.clear()
+        assert not woken.wait(2.5)  # once per hold, not on every check
+        assert wakes == [1.0]
+        # The sensor's next tick deletes the marker; a later hold wakes again when cleared.
+        redis_client.delete(hold)
+        wait_for(lambda: not arrivals._released, 10, "the listener to forget the hold")
+        redis_client.set(switch, "again")
+        redis_client.set(hold, switch)
+        assert not woken.wait(1.5)
+        redis_client.delete(switch)
+        assert woken.wait(10)
+    finally:
+        arrivals.stop()
+        redis_client.delete(switch, hold)
 
 
 def test_it_stops_promptly_while_redis_is_unreachable() -> None:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from alphaswarm_orch.broker.keys import (
     REQUEST_FAMILIES,
     dead_letter_stream,
+    request_hold_key,
     request_ids,
     request_stream,
     session_fence_key,
@@ -86,7 +87,13 @@ def production_env(
     keys = [
         key(family)
         for family in REQUEST_FAMILIES
-        for key in (request_stream, dead_letter_stream, request_ids, session_registry)
+        for key in (
+            request_stream,
+            dead_letter_stream,
+            request_ids,
+            session_registry,
+            request_hold_key,
+        )
     ]
     client.delete(*keys)
     try:

@@ -12,7 +12,12 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from alphaswarm_orch.broker.keys import dead_letter_stream, request_ids, request_stream
+from alphaswarm_orch.broker.keys import (
+    dead_letter_stream,
+    request_hold_key,
+    request_ids,
+    request_stream,
+)
 from alphaswarm_orch.broker.kill_switch import KillSwitch
 from alphaswarm_orch.definitions import build_definitions
 from alphaswarm_orch.defs.terraform.sensors import terraform_request_sensor
@@ -39,7 +44,9 @@ def sensor_env(
     monkeypatch.setenv("ALPHASWARM_TERRAFORM_ROOT", str(tf_root))
     monkeypatch.setenv("ALPHASWARM_TERRAFORM_WORKSPACES", ",".join(ALLOWED))
     client = redis.Redis.from_url(redis_urls[0])
-    streams = [f("terraform") for f in (request_stream, dead_letter_stream, request_ids)]
+    streams = [
+        f("terraform") for f in (request_stream, dead_letter_stream, request_ids, request_hold_key)
+    ]
     client.delete(*streams)
     yield client
     client.delete(*streams)
@@ -133,6 +140,8 @@ def test_requests_wait_while_the_kill_switch_is_set(sensor_env: redis.Redis) -> 
     switch.engage("change freeze")
     try:
         skipped = _evaluate()
+        # The hold names the switch, for the daemon's listener to wake the sensor on clearing.
+        assert client.get(request_hold_key("terraform")) == settings.kill_switch_key.encode()
     finally:
         switch.clear()
     assert isinstance(skipped, dg.SkipReason)
@@ -146,6 +155,7 @@ def test_requests_wait_while_the_kill_switch_is_set(sensor_env: redis.Redis) -> 
     resumed = _evaluate()
     assert isinstance(resumed, dg.SensorResult)
     assert [r.run_key for r in resumed.run_requests] == ["r-1"]
+    assert client.get(request_hold_key("terraform")) is None
 
 
 def test_sensor_skips_until_workspaces_are_allow_listed(
