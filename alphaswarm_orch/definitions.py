@@ -4,6 +4,7 @@ import warnings
 
 import dagster as dg
 
+from alphaswarm_orch.compat.dagster import share_sensor_instances
 from alphaswarm_orch.defs import hft, ingestion, ledger, paper, smoke, terraform, workflows
 from alphaswarm_orch.execution import executor_for
 from alphaswarm_orch.routing import check_routing
@@ -40,4 +41,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    # The process that loads the code location evaluates its sensors: one instance for all
+    # of their ticks, not one built per tick (alphaswarm_orch.compat.dagster).
+    share_sensor_instances()
     return build_definitions(Settings.from_env())

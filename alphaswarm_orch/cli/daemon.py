@@ -41,7 +41,7 @@ def daemon_command(dagster_args: tuple[str, ...]) -> None:
     wakeup.install()
     arrivals = None
     if settings.redis_url:
-        arrivals = RequestArrivals(settings.redis_url, wakeup.SENSORS.set).start()
+        arrivals = RequestArrivals(settings.redis_url, wakeup.wake_request_sensors).start()
     try:
         if os.environ.get("DAGSTER_HOME"):
             # The first run launched after a deploy should not wait for the forkserver's imports.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -131,11 +132,13 @@ def prefer_daemons(factory: DaemonFactory) -> None:
     _daemon_controller.create_daemon_of_type = create_daemon_of_type
 
 
-def evaluate_when_due(sensor_names: Collection[str], due: Callable[[float | None], bool]) -> None:
+def evaluate_when_due(
+    sensor_names: Collection[str], due: Callable[[str, float | None], bool]
+) -> None:
     """Decide for the sensors named `sensor_names`, in this process's sensor daemon, whether a
-    loop evaluates them: `due(last)` with `last` the time (epoch seconds) their last tick
-    started or ended, None if they never ticked, instead of their `minimum_interval_seconds`
-    (others keep theirs).
+    loop evaluates them: `due(name, last)` with `last` the time (epoch seconds) the sensor's
+    last tick started or ended, None if it never ticked, instead of their
+    `minimum_interval_seconds` (others keep theirs).
 
     The sensor daemon asks `sensor.is_under_min_interval(state, sensor)`, a module function
     looked up at call time, before submitting a sensor's tick and again when the tick starts.
@@ -148,7 +151,7 @@ def evaluate_when_due(sensor_names: Collection[str], due: Callable[[float | None
     def is_under_min_interval(state: Any, remote_sensor: Any, *args: Any, **kwargs: Any) -> bool:
         if remote_sensor.name in names:
             elapsed = _sensor_daemon.get_elapsed(state)
-            return not due(None if elapsed is None else time.time() - elapsed)
+            return not due(remote_sensor.name, None if elapsed is None else time.time() - elapsed)
         return stock(state, remote_sensor, *args, **kwargs)
 
     is_under_min_interval.stock = stock  # type: ignore[attr-defined]
@@ -190,6 +193,39 @@ def _code_server_alive(process: Any) -> bool:
     except Exception:  # unreachable or hung (Dagster's gRPC timeout): start a new one
         return False
     return True
+
+
+def share_sensor_instances() -> None:
+    """Give the sensor evaluations of this process one DagsterInstance per instance ref.
+
+    A code server evaluates each sensor tick in a `SensorEvaluationContext` built from the
+    daemon's instance ref; its `instance` property (also used to build the tick's resources)
+    makes a new DagsterInstance from that ref on every evaluation and disposes it at the end:
+    storage set up and schema checks, ~40 ms of each request sensor tick here before the
+    sensor reads a thing. Here the first evaluation's instance is kept for the process's life
+    and the next evaluations with an equal ref use it (a context given an instance, as tests
+    build them, keeps its own). Instances are thread-safe as the webserver uses them.
+    """
+    stock: Any = dg.SensorEvaluationContext.__dict__["instance"]  # the property object
+    if getattr(stock.fget, "shared", False):
+        return
+    lock = threading.Lock()
+    shared: list[tuple[InstanceRef, dg.DagsterInstance]] = []
+
+    def instance(self: dg.SensorEvaluationContext) -> dg.DagsterInstance:
+        ref = self._instance_ref
+        if self._instance is None and ref is not None:
+            with lock:
+                found = next((kept for kept_ref, kept in shared if kept_ref == ref), None)
+                if found is None:
+                    found = dg.DagsterInstance.from_ref(ref)
+                    shared.append((ref, found))
+            self._instance = found
+        result: dg.DagsterInstance = stock.fget(self)
+        return result
+
+    instance.shared = True  # type: ignore[attr-defined]
+    dg.SensorEvaluationContext.instance = property(instance)  # type: ignore[method-assign,assignment]
 
 
 def cache_run_columns_check(instance: dg.DagsterInstance) -> None:
@@ -273,6 +309,7 @@ __all__ = [
     "sensor_loop_seconds",
     "serializable_error_info_from_exc_info",
     "set_sensor_loop_seconds",
+    "share_sensor_instances",
     "touch_file",
     "unpack_value",
 ]

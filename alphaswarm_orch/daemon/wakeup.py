@@ -9,10 +9,11 @@ coordinator when a run is queued (`coordinator.py`). Their periods stay as a fal
 missed wake-up costs what the period costs, never a request.
 
 The request sensors are evaluated when woken, not on every loop: a request sensor is due when
-`SENSORS` was set since its last tick started (a request arrived, or a kill switch that held
-requests was cleared: `requests.arrivals`), else every REQUEST_FALLBACK_SECONDS. An idle daemon
-so evaluates them (a gRPC call to the code server and four Postgres writes each) four times a
-minute instead of three times a second.
+it was woken (`wake_request_sensors`) since its last tick started (a request arrived on its
+stream, or a kill switch that held its requests was cleared: `requests.arrivals`), else every
+REQUEST_FALLBACK_SECONDS. An idle daemon so evaluates them (a gRPC call to the code server and
+four Postgres writes each) twelve times a minute instead of 180, and a request is evaluated by
+its own family's sensor alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import Future
 from typing import Any
 
@@ -39,7 +41,7 @@ from alphaswarm_orch.compat.dagster import (
     sensor_loop_seconds,
     serializable_error_info_from_exc_info,
 )
-from alphaswarm_orch.requests.arrivals import REQUEST_SENSORS
+from alphaswarm_orch.requests.arrivals import REQUEST_SENSORS, request_sensor
 
 SHUTDOWN_CHECK_SECONDS = 0.5
 """How often a woken wait checks the daemon's shutdown event (Dagster's loops use 0.5 s)."""
@@ -79,7 +81,19 @@ class Wakeup:
 
 
 SENSORS = Wakeup()
-"""Set when a request arrives on a request stream (`requests.arrivals`)."""
+"""Set when a request sensor is woken (`wake_request_sensors`)."""
+
+WOKEN: dict[str, float] = {}
+"""Request sensor name -> when it was last woken (epoch seconds)."""
+
+
+def wake_request_sensors(families: Collection[str]) -> None:
+    """Make the request sensors of `families` due and wake the sensor loop (a request arrived
+    on their streams, or a kill switch that held them was cleared); from any thread."""
+    now = time.time()
+    for family in families:
+        WOKEN[request_sensor(family)] = now
+    SENSORS.set()
 
 DEQUEUE = Wakeup()
 """Set when a run is queued in this process (`coordinator.WakingQueuedRunCoordinator`)."""
@@ -170,13 +184,15 @@ def _daemon(daemon_type: str, instance: dg.DagsterInstance) -> DagsterDaemon | N
     return None
 
 
-def request_sensor_due(last_tick: float | None) -> bool:
-    """Whether a request sensor whose last tick started (or ended) at `last_tick` is due: it
-    never ticked, `SENSORS` was set since (a tick that started before a wake-up may have read
-    its stream before the request was appended), or REQUEST_FALLBACK_SECONDS have passed."""
+def request_sensor_due(name: str, last_tick: float | None) -> bool:
+    """Whether the request sensor `name`, whose last tick started (or ended) at `last_tick`, is
+    due: it never ticked, it was woken since (a tick that started before a wake-up may have
+    read its stream before the request was appended), or REQUEST_FALLBACK_SECONDS passed."""
     if last_tick is None:
         return True
-    return SENSORS.last >= last_tick or time.time() - last_tick >= REQUEST_FALLBACK_SECONDS
+    if WOKEN.get(name, 0.0) >= last_tick:
+        return True
+    return time.time() - last_tick >= REQUEST_FALLBACK_SECONDS
 
 
 def install() -> None:

@@ -1,21 +1,21 @@
 """Wake the sensor loop the moment a request is appended to a request stream, or a kill
 switch that held requests is cleared.
 
-A daemon thread blocks on `XREAD` over every family's stream and calls `on_arrival` when an
-entry arrives. Between reads (at least every BLOCK_SECONDS) it reads the families' hold
-markers (`broker.keys.request_hold_key`, set by a request sensor that skipped for a kill
-switch, naming the switch's key) and calls `on_arrival` once when a switch named there no
-longer exists. It only wakes: the request sensors still read, check, dead-letter, hold and
-launch from their own cursors (run_key = request id), so nothing about what a request
-becomes depends on this thread. If Redis is unreachable it retries every RETRY_SECONDS, and
-the sensors' own fallback period picks requests up meanwhile.
+A daemon thread blocks on `XREAD` over every family's stream and calls `on_arrival` with the
+families whose streams got entries. Between reads (at least every BLOCK_SECONDS) it reads the
+families' hold markers (`broker.keys.request_hold_key`, set by a request sensor that skipped
+for a kill switch, naming the switch's key) and calls `on_arrival` with that family once when
+a switch named there no longer exists. It only wakes: the request sensors still read, check,
+dead-letter, hold and launch from their own cursors (run_key = request id), so nothing about
+what a request becomes depends on this thread. If Redis is unreachable it retries every
+RETRY_SECONDS, and the sensors' own fallback period picks requests up meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import redis
@@ -30,17 +30,23 @@ BLOCK_SECONDS = 1.0
 RETRY_SECONDS = 1.0
 """Pause after a Redis error before reading again."""
 
-REQUEST_SENSORS = tuple(f"{family}_request_sensor" for family in REQUEST_FAMILIES)
+def request_sensor(family: str) -> str:
+    """The name of the sensor that reads `family`'s request stream."""
+    return f"{family}_request_sensor"
+
+
+REQUEST_SENSORS = tuple(request_sensor(family) for family in REQUEST_FAMILIES)
 """The sensors that read the request streams: the ones an arrival is for."""
 
 
 class RequestArrivals:
-    """Calls `on_arrival()` (from its own thread) whenever a request stream gets an entry."""
+    """Calls `on_arrival(families)` (from its own thread) whenever request streams get entries,
+    or a kill switch that held a family's requests is cleared."""
 
     def __init__(
         self,
         redis_url: str,
-        on_arrival: Callable[[], None],
+        on_arrival: Callable[[Collection[str]], None],
         families: tuple[str, ...] = REQUEST_FAMILIES,
     ) -> None:
         self._client = redis.Redis.from_url(
@@ -48,7 +54,9 @@ class RequestArrivals:
         )
         self._on_arrival = on_arrival
         self._streams = [request_stream(family) for family in families]
+        self._families = dict(zip(self._streams, families, strict=True))
         self._holds = [request_hold_key(family) for family in families]
+        self._hold_families = dict(zip(self._holds, families, strict=True))
         self._released: set[tuple[str, bytes]] = set()  # (hold marker, switch key) woken for
         self._last: dict[str, str] = {}
         self._stopped = threading.Event()
@@ -72,21 +80,21 @@ class RequestArrivals:
             last[stream] = newest[0][0].decode() if newest else "0-0"
         return last
 
-    def _switch_cleared(self) -> bool:
-        """Whether a kill switch that holds requests (a hold marker names it) is gone and was
+    def _switch_cleared(self) -> set[str]:
+        """The families held by a kill switch (a hold marker names it) that is gone and was
         not woken for yet: one round trip, two while a marker is set."""
         markers = dict(zip(self._holds, self._client.mget(self._holds), strict=True))
         held = {(hold, switch) for hold, switch in markers.items() if switch is not None}
         self._released &= held  # a marker deleted (or changed) may wake again later
         pending = sorted(held - self._released)
         if not pending:
-            return False
+            return set()
         pipe = self._client.pipeline(transaction=False)
         for _, switch in pending:
             pipe.exists(switch)
         gone = {pair for pair, exists in zip(pending, pipe.execute(), strict=True) if not exists}
         self._released |= gone
-        return bool(gone)
+        return {self._hold_families[hold] for hold, _ in gone}
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -100,14 +108,17 @@ class RequestArrivals:
                 self._last = {}
                 self._stopped.wait(RETRY_SECONDS)
                 continue
+            arrived = []
             for stream, entries in replies or ():
                 name = stream.decode() if isinstance(stream, bytes) else stream
                 last = entries[-1][0]
                 self._last[name] = last.decode() if isinstance(last, bytes) else last
-            if replies:
-                self._on_arrival()
+                arrived.append(self._families[name])
+            if arrived:
+                self._on_arrival(arrived)
             try:
-                if self._switch_cleared():
-                    self._on_arrival()
+                released = self._switch_cleared()
+                if released:
+                    self._on_arrival(sorted(released))
             except redis.RedisError as exc:
                 log.warning("request arrivals: kill switch check: %s", exc)

@@ -465,7 +465,8 @@ def test_the_sensor_loop_checks_the_minimum_interval_through_the_module_function
     ]
     asked: list[float | None] = []
 
-    def due(last: float | None) -> bool:
+    def due(name: str, last: float | None) -> bool:
+        assert name == "when_due"
         asked.append(last)
         return last is not None and last < 1000.0
 
@@ -538,6 +539,36 @@ def test_the_daemon_refresh_keeps_a_live_code_server_and_replaces_a_dead_one(
         assert second.process.create_client().ping("x")["echo"] == "x"
 
 
+def test_sensor_evaluations_share_one_instance_per_ref(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A code server's sensor context is built from the daemon's instance ref and makes its
+    instance (also for the resources) through the `instance` property."""
+    monkeypatch.setattr(
+        dg.SensorEvaluationContext, "instance", dg.SensorEvaluationContext.instance
+    )
+    compat.share_sensor_instances()
+    compat.share_sensor_instances()  # twice is once
+
+    def context(ref: Any) -> dg.SensorEvaluationContext:
+        return dg.SensorEvaluationContext(
+            instance_ref=ref, last_tick_completion_time=None, last_run_key=None, cursor=None,
+            log_key=None, repository_name=None,
+        )
+
+    with dg.instance_for_test() as first_instance, dg.instance_for_test() as other_instance:
+        ref, other = first_instance.get_ref(), other_instance.get_ref()
+        with context(ref) as one:
+            kept = one.instance
+            assert kept.get_ref() == ref
+        with context(ref) as two:
+            assert two.instance is kept  # the same instance, still usable after the first
+            assert kept.get_runs(limit=1) == []
+        with context(other) as three:
+            assert three.instance is not kept and three.instance.get_ref() == other
+        with dg.instance_for_test() as given:  # a context given an instance keeps its own
+            assert dg.build_sensor_context(instance=given).instance is given
+        assert "instance" in inspect.getsource(dg.SensorEvaluationContext.resources.fget)
+
+
 def test_the_loop_parts_the_waking_daemons_rebuild_are_there() -> None:
     parameters = inspect.signature(compat.execute_sensor_iteration).parameters
     for name in (
@@ -584,6 +615,7 @@ TESTED_BY = {
     test_the_sensor_loop_checks_the_minimum_interval_through_the_module_function: [
         "evaluate_when_due",
     ],
+    test_sensor_evaluations_share_one_instance_per_ref: ["share_sensor_instances"],
     test_the_daemon_refresh_keeps_a_live_code_server_and_replaces_a_dead_one: [
         "keep_live_code_servers",
     ],

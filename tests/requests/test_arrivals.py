@@ -4,6 +4,7 @@ once when a kill switch that held requests is cleared."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 
 import redis
 
@@ -19,7 +20,13 @@ def test_an_appended_request_wakes_it_and_older_entries_do_not(
 ) -> None:
     redis_client.xadd(request_stream("hft"), {"payload": "{}"})  # before: the sensors' work
     woken = threading.Event()
-    arrivals = RequestArrivals(redis_urls[0], woken.set).start()
+    families: list[list[str]] = []
+
+    def on_arrival(arrived: Collection[str]) -> None:
+        families.append(list(arrived))
+        woken.set()
+
+    arrivals = RequestArrivals(redis_urls[0], on_arrival).start()
     try:
         wait_for(lambda: arrivals._last, 10, "the listener to take its positions")
         assert not woken.wait(0.3)
@@ -29,6 +36,7 @@ def test_an_appended_request_wakes_it_and_older_entries_do_not(
             woken.clear()
             redis_client.xadd(request_stream(family), {"payload": "{}"})
             assert woken.wait(10), family
+            assert families[-1] == [family]  # only that family's sensor is woken
     finally:
         arrivals.stop()
 
@@ -40,11 +48,11 @@ def test_a_cleared_switch_that_held_requests_wakes_it_once(
     redis_client.delete(hold, request_hold_key("hft"), request_hold_key("terraform"))
     redis_client.set(switch, "freeze")
     redis_client.set(hold, switch)  # as a held request sensor leaves it
-    wakes: list[float] = []
+    wakes: list[list[str]] = []
     woken = threading.Event()
 
-    def on_wake() -> None:
-        wakes.append(1.0)
+    def on_wake(families: Collection[str]) -> None:
+        wakes.append(list(families))
         woken.set()
 
     arrivals = RequestArrivals(redis_urls[0], on_wake).start()
@@ -55,7 +63,7 @@ def test_a_cleared_switch_that_held_requests_wakes_it_once(
         assert woken.wait(10)
         woken.clear()
         assert not woken.wait(2.5)  # once per hold, not on every check
-        assert wakes == [1.0]
+        assert wakes == [["paper"]]
         # The sensor's next tick deletes the marker; a later hold wakes again when cleared.
         redis_client.delete(hold)
         wait_for(lambda: not arrivals._released, 10, "the listener to forget the hold")
@@ -70,7 +78,7 @@ def test_a_cleared_switch_that_held_requests_wakes_it_once(
 
 
 def test_it_stops_promptly_while_redis_is_unreachable() -> None:
-    arrivals = RequestArrivals("redis://127.0.0.1:1/0", lambda: None).start()
+    arrivals = RequestArrivals("redis://127.0.0.1:1/0", lambda families: None).start()
     arrivals.stop()
     assert not arrivals._thread.is_alive()
 
