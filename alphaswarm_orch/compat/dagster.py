@@ -49,6 +49,7 @@ from dagster._core.storage.local_compute_log_manager import (
 from dagster._core.storage.runs import RunStorage, SqliteRunStorage
 from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
 from dagster._core.storage.schedules import ScheduleStorage, SqliteScheduleStorage
+from dagster._core.storage.schedules.sql_schedule_storage import SqlScheduleStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 from dagster._core.system_config.objects import ResolvedRunConfig
 from dagster._daemon import controller as _daemon_controller
@@ -219,6 +220,7 @@ def share_sensor_instances() -> None:
                 found = next((kept for kept_ref, kept in shared if kept_ref == ref), None)
                 if found is None:
                     found = dg.DagsterInstance.from_ref(ref)
+                    cache_run_columns_check(found)  # the request sensors read runs
                     shared.append((ref, found))
             self._instance = found
         result: dg.DagsterInstance = stock.fget(self)
@@ -245,9 +247,55 @@ def cache_run_columns_check(instance: dg.DagsterInstance) -> None:
         )
 
 
+SCHEDULE_SCHEMA_CHECKS = (
+    "has_instigators_table",
+    "_has_instigators_table",
+    "has_secondary_index_table",
+    "has_built_index",
+    "_has_asset_daemon_asset_evaluations_table",
+)
+"""SqlScheduleStorage methods that inspect the schema (`cache_schedule_schema_checks`)."""
+
+
+def cache_schedule_schema_checks(instance: dg.DagsterInstance) -> None:
+    """Answer `instance`'s schedule storage schema checks once, not on every call.
+
+    SQL schedule storage reflects the table names (`has_instigators_table`,
+    `has_secondary_index_table`) or reads the secondary index table (`has_built_index`) on
+    every instigator state read or write: a sensor tick of the daemon made about ten such
+    checks, each with its own connection (a third of the tick thread's time in a profile of
+    request pickup). The answers change only with a schema migration (`dagster instance
+    migrate`, followed by a restart), as for `cache_run_columns_check`; the connection a
+    check is given is not used once its answer is known.
+    """
+    storage = instance.schedule_storage
+    if not isinstance(storage, SqlScheduleStorage) or getattr(storage, "_checks_cached", False):
+        return
+    answers: dict[tuple[str, tuple[Any, ...]], Any] = {}
+    cls = type(storage)
+
+    def cached(name: str, key: str) -> Callable[..., Any]:
+        method = getattr(cls, name)
+        with_connection = name.startswith("_")
+
+        def check(*args: Any) -> Any:
+            index = (key, () if with_connection else args)
+            if index not in answers:
+                answers[index] = method(storage, *args)
+            return answers[index]
+
+        return check
+
+    for name in SCHEDULE_SCHEMA_CHECKS:
+        # has_instigators_table and _has_instigators_table are one question
+        setattr(storage, name, cached(name, name.lstrip("_")))
+    storage._checks_cached = True  # type: ignore[attr-defined]
+
+
 __all__ = [
     "IO_TYPE_EXTENSION",
     "RUN_WORKER_MODULES",
+    "SCHEDULE_SCHEMA_CHECKS",
     "ActiveExecution",
     "BaseAssetGraph",
     "CapturedLogContext",
@@ -285,6 +333,7 @@ __all__ = [
     "SerializableErrorInfo",
     "SpanMarker",
     "SqlRunStorage",
+    "SqlScheduleStorage",
     "SqliteRunStorage",
     "SqliteScheduleStorage",
     "StepFailureData",
@@ -292,6 +341,7 @@ __all__ = [
     "UnresolvedAssetJobDefinition",
     "WorkerStatus",
     "cache_run_columns_check",
+    "cache_schedule_schema_checks",
     "capture_interrupts",
     "create_execution_plan",
     "ensure_file",

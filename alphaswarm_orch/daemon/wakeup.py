@@ -34,6 +34,8 @@ from alphaswarm_orch.compat.dagster import (
     QueuedRunCoordinatorDaemon,
     SensorDaemon,
     SpanMarker,
+    cache_run_columns_check,
+    cache_schedule_schema_checks,
     evaluate_when_due,
     execute_sensor_iteration,
     keep_live_code_servers,
@@ -175,6 +177,10 @@ class WakingDequeueDaemon(QueuedRunCoordinatorDaemon):
 
 
 def _daemon(daemon_type: str, instance: dg.DagsterInstance) -> DagsterDaemon | None:
+    # Every daemon of the process shares `instance`: its schema checks answered once, not per
+    # sensor tick and run read (each a reflection on its own connection).
+    cache_run_columns_check(instance)
+    cache_schedule_schema_checks(instance)
     if daemon_type == SensorDaemon.daemon_type():
         return WakingSensorDaemon(settings=instance.get_sensor_settings())
     if daemon_type == QueuedRunCoordinatorDaemon.daemon_type():

@@ -542,16 +542,18 @@ def test_the_daemon_refresh_keeps_a_live_code_server_and_replaces_a_dead_one(
 def test_sensor_evaluations_share_one_instance_per_ref(monkeypatch: pytest.MonkeyPatch) -> None:
     """A code server's sensor context is built from the daemon's instance ref and makes its
     instance (also for the resources) through the `instance` property."""
-    monkeypatch.setattr(
-        dg.SensorEvaluationContext, "instance", dg.SensorEvaluationContext.instance
-    )
+    monkeypatch.setattr(dg.SensorEvaluationContext, "instance", dg.SensorEvaluationContext.instance)
     compat.share_sensor_instances()
     compat.share_sensor_instances()  # twice is once
 
     def context(ref: Any) -> dg.SensorEvaluationContext:
         return dg.SensorEvaluationContext(
-            instance_ref=ref, last_tick_completion_time=None, last_run_key=None, cursor=None,
-            log_key=None, repository_name=None,
+            instance_ref=ref,
+            last_tick_completion_time=None,
+            last_run_key=None,
+            cursor=None,
+            log_key=None,
+            repository_name=None,
         )
 
     with dg.instance_for_test() as first_instance, dg.instance_for_test() as other_instance:
@@ -567,6 +569,51 @@ def test_sensor_evaluations_share_one_instance_per_ref(monkeypatch: pytest.Monke
         with dg.instance_for_test() as given:  # a context given an instance keeps its own
             assert dg.build_sensor_context(instance=given).instance is given
         assert "instance" in inspect.getsource(dg.SensorEvaluationContext.resources.fget)
+
+
+def test_schedule_storage_schema_checks_are_answered_once() -> None:
+    """Each check is a method of SqlScheduleStorage used by the instigator state reads and
+    writes of a sensor tick; cached, the answers stay right and the schema is read once."""
+    for name in compat.SCHEDULE_SCHEMA_CHECKS:
+        assert callable(getattr(compat.SqlScheduleStorage, name, None)), _fail(
+            "SCHEDULE_SCHEMA_CHECKS", f"SqlScheduleStorage.{name} is gone"
+        )
+    for caller, check in (
+        (compat.SqlScheduleStorage.update_instigator_state, "_has_instigators_table"),
+        (compat.SqlScheduleStorage.all_instigator_state, "has_built_index"),
+    ):
+        assert check in inspect.getsource(caller), _fail(
+            "cache_schedule_schema_checks", f"{caller.__name__} no longer asks {check}"
+        )
+    reads: list[str] = []
+    real = compat.SqlScheduleStorage.has_secondary_index_table
+
+    def counted(self: Any) -> bool:
+        reads.append("secondary index table")
+        return real(self)
+
+    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as patch:
+        storage = instance.schedule_storage
+        assert isinstance(storage, compat.SqlScheduleStorage)
+        expected = (storage.has_instigators_table(), storage.has_secondary_index_table())
+        patch.setattr(compat.SqlScheduleStorage, "has_secondary_index_table", counted)
+        compat.cache_schedule_schema_checks(instance)
+        compat.cache_schedule_schema_checks(instance)  # twice is once
+        for _ in range(3):
+            assert (storage.has_instigators_table(), storage.has_secondary_index_table()) == (
+                expected
+            )
+            storage.has_built_index("any")  # asks has_secondary_index_table first
+        assert reads == ["secondary index table"]  # read once, then answered
+        # States are still written and read through the cached checks.
+        origin = RemoteInstigatorOrigin(_repo_origin(), "cached")
+        state = InstigatorState(
+            origin, InstigatorType.SENSOR, InstigatorStatus.RUNNING, SensorInstigatorData()
+        )
+        instance.add_instigator_state(state)
+        instance.update_instigator_state(state.with_status(InstigatorStatus.STOPPED))
+        [stored] = [s for s in instance.all_instigator_state() if s.instigator_name == "cached"]
+        assert stored.status == InstigatorStatus.STOPPED
 
 
 def test_the_loop_parts_the_waking_daemons_rebuild_are_there() -> None:
@@ -616,6 +663,11 @@ TESTED_BY = {
         "evaluate_when_due",
     ],
     test_sensor_evaluations_share_one_instance_per_ref: ["share_sensor_instances"],
+    test_schedule_storage_schema_checks_are_answered_once: [
+        "cache_schedule_schema_checks",
+        "SCHEDULE_SCHEMA_CHECKS",
+        "SqlScheduleStorage",
+    ],
     test_the_daemon_refresh_keeps_a_live_code_server_and_replaces_a_dead_one: [
         "keep_live_code_servers",
     ],
