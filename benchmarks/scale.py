@@ -1,24 +1,29 @@
 """Growth curves: cost as work grows, each point side by side with stock Dagster where stock
 can run it. One command; a table (printed, and as markdown) and a PNG plot per curve.
 
-    python -m benchmarks.scale [--out DIR]   # full sizes (about 30 minutes on 2 cores)
-    python -m benchmarks.scale --small       # tiny sizes (a smoke check, a few minutes)
+    python -m benchmarks.scale [--out DIR]   # the issue's sizes, budgets adding up to 35 min
+    python -m benchmarks.scale --small       # tiny sizes (a smoke check, about 5 minutes)
+    python -m benchmarks.scale --only queue ledger   # some curves (or --only queue,ledger)
 
 Needs the machine's Redis (DBs --redis-db and the next, flushed) and Postgres (throw-away
-databases). Curves:
+databases). Each curve has a time budget (Sizes.budgets): a point estimated not to fit in
+what is left is not measured (the table's notes say so), and every wait ends at a deadline
+in proportion to the point's size, cut to the budget. Progress: timestamped lines on stderr.
+Curves:
 
 - fan-out: one run of N independent steps on W workers x 4 (executor.py's fan job):
   in-process executor, stock dagster-celery (`celery worker`), ours (`alphaswarm-orch
   worker`); wall per step, and that figure against the curve's first point.
 - queued runs: N runs queued at once (benchmarks/scale_location.py's sensor) for the daemon
   to launch: stock `dagster-daemon run` with Dagster's defaults (DefaultRunLauncher, run
-  queue 10 at a time, dequeue every 5 s) vs ours (`alphaswarm-orch daemon`, the repo's
-  dagster.yaml); launch rate from the first run created to the last run started, and time
-  to drain (to the last run finished).
+  queue 10 at a time, dequeue every 5 s; only up to Sizes.queue_stock runs) vs ours
+  (`alphaswarm-orch daemon`, the repo's dagster.yaml); launch rate from the first run
+  created to the last run started, and time to drain (to the last run finished).
 - paper sessions: N sessions started through the paper request stream, ticked at 1,000
-  ticks/s in total (1 in 10 with an order) on one paper worker; USS per session of the daemon's
-  process tree (daemon, code server, forkserver and run processes: where run coordinators
-  live) over the idle tree, and tick latency (append -> ledger write of a tick with an order).
+  ticks/s in total (1 in 10 with an order) on one paper worker; USS per session of the
+  sessions' run coordinators, tick latency (append -> ledger write of a tick with an order)
+  and Postgres connections per session. A point whose stack would not fit in the Postgres
+  server's free connections (max_connections) is left out with a note naming the setting.
   Stock: the same with Dagster's run launcher and loops (request_latency.py's stock yaml).
 - ledger backlog: the mirror draining N runs into an empty ledger vs the bare event read of
   the same backlog (ledger_mirror.py), runs/s and the ratio.
@@ -37,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +63,7 @@ from benchmarks.stack import (
     cpu_seconds,
     paper_start,
     postgres_connections,
+    server_connections,
     stack_env,
     tree,
     uss_bytes,
@@ -84,11 +90,70 @@ class Sizes:
     tick_seconds: float
     ledger: list[int]
     idle_seconds: float
+    budgets: dict[str, float]
+    """Minutes each curve may take (the sessions curve's includes the idle stack): a point
+    that would not fit in what is left is not measured (a note says so), and waits end there."""
 
 
-FULL = Sizes([50, 200, 1000], 4, [10, 100, 300], 10, [1, 10, 20], 10, [1_000, 10_000], 60)
-"""Sized to finish in about 30 minutes on 2 shared cores (README, Scale: what did not fit)."""
-SMALL = Sizes([5, 10], 1, [2, 4], 4, [1, 2], 2, [200, 400], 5)
+FULL = Sizes(
+    [50, 200, 1000],
+    4,
+    [10, 100, 1000],
+    10,
+    [1, 10, 50],
+    10,
+    [10_000, 100_000],
+    60,
+    {"fanout": 8, "queue": 10, "sessions": 9, "ledger": 8},
+)
+"""The issue's sizes, in 35 minutes of budgets (README, Scale)."""
+SMALL = Sizes(
+    [5, 10],
+    1,
+    [2, 4],
+    4,
+    [1, 2],
+    2,
+    [200, 400],
+    5,
+    {"fanout": 4, "queue": 4, "sessions": 5, "ledger": 2},
+)
+
+
+class OverBudget(Exception):
+    """A point would not fit in (or did not finish within) its curve's time budget."""
+
+
+class Budget:
+    """A curve's time budget: progress lines with the time spent and left, and the deadline
+    every wait of the curve is bounded by."""
+
+    def __init__(self, curve: str, minutes: float) -> None:
+        self.curve = curve
+        self.seconds = 60 * minutes
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def left(self) -> float:
+        return max(0.0, self.seconds - self.elapsed())
+
+    def log(self, message: str) -> None:
+        _log(f"{self.curve} [{self.elapsed():.0f}/{self.seconds:.0f} s] {message}")
+
+    def timeout(self, proportional: float) -> float:
+        """A wait's timeout: `proportional` (seconds, in proportion to the point's size), cut
+        to what is left of the budget (at least a few seconds, to finish cleanly)."""
+        return max(5.0, min(proportional, self.left()))
+
+    def check(self, point: str, estimate: float) -> None:
+        """Raise OverBudget when `point`, estimated at `estimate` seconds, would not fit."""
+        if estimate > self.left():
+            raise OverBudget(
+                f"{point}: not measured: estimated {estimate:.0f} s, {self.left():.0f} s left "
+                f"of the curve's {self.seconds / 60:.0f}-minute budget"
+            )
 
 
 @dataclass
@@ -116,7 +181,8 @@ class Curve:
             for measure in self.measures:
                 cells = [_fmt(self.values.get((size, s, measure))) for s in self.systems]
                 ours, base = (self.values.get((size, s, measure)) for s in ("ours", self.baseline))
-                ratio = f"{ours / base:.2f}x" if ours is not None and base else "-"
+                ratio = "-" if ours is None or base is None else "n/a" if base == 0 else ""
+                ratio = ratio or f"{ours / base:.2f}x"
                 lines.append(f"| {size} | {measure} | " + " | ".join(cells) + f" | {ratio} |")
         return "\n".join([*lines, "", *self.notes])
 
@@ -179,7 +245,9 @@ def _log(message: str) -> None:
 FANOUT_SYSTEMS = ("in-process", "stock", "ours")
 
 
-def fanout(sizes: Sizes, redis_db: int, work: Path, systems: list[str] | None = None) -> Curve:
+def fanout(
+    sizes: Sizes, redis_db: int, work: Path, budget: Budget, systems: list[str] | None = None
+) -> Curve:
     workers = sizes.fanout_workers
     curve = Curve(
         "fanout",
@@ -189,25 +257,35 @@ def fanout(sizes: Sizes, redis_db: int, work: Path, systems: list[str] | None = 
         ["wall per step (ms)", "per step vs first point (x)", "CPU per step (ms)", "wall (s)"],
         "stock",
     )
-    kinds = {"in-process": "in-process", "stock": "stock", "ours": "alphaswarm"}
+    # Ours first: when the budget runs short, stock's largest point is the one left out.
+    kinds = {"ours": "alphaswarm", "in-process": "in-process", "stock": "stock"}
     kinds = {system: kind for system, kind in kinds.items() if system in (systems or kinds)}
     yaml_text = (REPO / "dagster.yaml").read_text()
     with stack_env("fanout", yaml_text, redis_db) as _env, dg.DagsterInstance.get() as instance:
         for system, kind in kinds.items():
             celery = kind in ("stock", "alphaswarm")
             with executor.workers(kind, work, workers) if celery else nullcontext():
-                executor.execute(instance, "fan", kind, sizes.fanout[0])  # warm-up
+                warm, _ = executor.execute(instance, "fan", kind, sizes.fanout[0])  # warm-up
+                per_step = warm / sizes.fanout[0]
                 for size in sizes.fanout:
+                    try:
+                        budget.check(f"{size} steps, {system}", per_step * size)
+                    except OverBudget as exc:
+                        curve.notes.append(str(exc))
+                        budget.log(str(exc))
+                        break
                     cpu = cpu_seconds(tree(os.getpid()))  # this process (the run) + workers
                     wall, _ = executor.execute(instance, "fan", kind, size)
                     cpu = cpu_seconds(tree(os.getpid())) - cpu
+                    per_step = wall / size
                     curve.put(size, system, "CPU per step (ms)", 1000 * cpu / size)
-                    _log(f"fan-out {size} {system}: {wall:.2f} s")
+                    budget.log(f"{size} steps, {system}: {wall:.2f} s")
                     curve.put(size, system, "wall (s)", wall)
                     curve.put(size, system, "wall per step (ms)", 1000 * wall / size)
                     first = curve.values[(sizes.fanout[0], system, "wall per step (ms)")]
                     ratio = 1000 * wall / size / first
                     curve.put(size, system, "per step vs first point (x)", ratio)
+    curve.sizes.sort(key=int)
     curve.notes.append(
         f"target: ours' wall per step at every size within 1.2x of the {sizes.fanout[0]}-step "
         "figure. CPU per step: user + system CPU of the run's process and the workers (not "
@@ -234,7 +312,7 @@ def stock_queue_yaml() -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def queued_runs(sizes: Sizes, redis_db: int) -> Curve:
+def queued_runs(sizes: Sizes, redis_db: int, budget: Budget) -> Curve:
     curve = Curve(
         "queue",
         "queued runs: N one-op runs queued at once",
@@ -250,20 +328,32 @@ def queued_runs(sizes: Sizes, redis_db: int) -> Curve:
             dg.DagsterInstance.get() as instance,
         ):
             client = redis.Redis.from_url(env["ALPHASWARM_REDIS_URL"])
-            _burst(client, instance, 1)  # warm-up: code server, forkserver
-            for size in sizes.queue:
-                if system == "stock" and size > sizes.queue_stock:
-                    continue
-                created, started, ended = _burst(client, instance, size)
-                _log(f"queue {size} {system}: launched in {started:.1f} s, drained {ended:.1f} s")
-                curve.put(size, system, "queue rate (runs/s)", size / created)
-                curve.put(size, system, "launch rate (runs/s)", size / started)
-                curve.put(size, system, "time to drain (s)", ended)
-            client.close()
+            try:
+                # warm-up (code server, forkserver): (runs, seconds to drain) of each burst
+                drained = [(1, _burst(client, instance, 1, budget.timeout(180))[2])]
+                for size in sizes.queue:
+                    if system == "stock" and size > sizes.queue_stock:
+                        continue
+                    point = f"{size} runs, {system}"
+                    budget.check(point, _drain_estimate(drained, size))
+                    created, started, ended = _burst(
+                        client, instance, size, budget.timeout(60 + 2 * size)
+                    )
+                    drained.append((size, ended))
+                    budget.log(f"{point}: launched in {started:.1f} s, drained {ended:.1f} s")
+                    curve.put(size, system, "queue rate (runs/s)", size / created)
+                    curve.put(size, system, "launch rate (runs/s)", size / started)
+                    curve.put(size, system, "time to drain (s)", ended)
+            except OverBudget as exc:  # a larger point would not fit either
+                curve.notes.append(str(exc))
+                budget.log(str(exc))
+            finally:
+                client.close()
     if sizes.queue_stock < max(sizes.queue):
         curve.notes.append(
-            f"stock is not run beyond {sizes.queue_stock} runs: one fresh process per run, 10 at "
-            "a time, would take most of the benchmark's time budget."
+            f"stock is run up to {sizes.queue_stock} runs only: it launches one fresh process "
+            "per run, 10 at a time, every 5 s (about 0.12 runs/s here): 100 runs would take "
+            "over 10 minutes, more than the curve's budget."
         )
     curve.notes.append(
         "The sensor returns the N run requests in one tick; the sensor daemon then creates and "
@@ -274,21 +364,50 @@ def queued_runs(sizes: Sizes, redis_db: int) -> Curve:
     return curve
 
 
+def _drain_estimate(drained: list[tuple[int, float]], size: int) -> float:
+    """Seconds `size` runs would take to drain, extrapolated from the last two bursts
+    (fixed cost + a cost per run); 0 (no estimate) after the warm-up alone."""
+    if len(drained) < 2:
+        return 0.0
+    (n0, t0), (n1, t1) = drained[-2:]
+    per_run = max(0.0, (t1 - t0) / (n1 - n0))
+    return t1 + per_run * (size - n1)
+
+
+FINISHED_STATUSES = [
+    dg.DagsterRunStatus.SUCCESS,
+    dg.DagsterRunStatus.FAILURE,
+    dg.DagsterRunStatus.CANCELED,
+]
+
+
 def _burst(
-    client: redis.Redis, instance: dg.DagsterInstance, size: int
+    client: redis.Redis, instance: dg.DagsterInstance, size: int, timeout: float
 ) -> tuple[float, float, float]:
-    """Queue `size` runs at once; wait until all succeeded. Seconds from the first run
-    created to the last run created, started, and ended."""
+    """Queue `size` runs at once; wait (up to `timeout` s) until all finished. Seconds from
+    the first run created to the last run created, started, and ended.
+
+    The wait polls one count of the batch's finished runs (a query whose cost does not
+    depend on how often it is asked), and reads the runs' records once, at the end."""
     batch = uuid.uuid4().hex[:10]
     client.set(BURST_KEY, f"{batch}:{size}")
-    runs = dg.RunsFilter(tags={BATCH_TAG: batch})
-
-    def done() -> list[dg.RunRecord] | None:
-        records = instance.get_run_records(filters=runs)
-        finished = len(records) == size and all(r.dagster_run.is_finished for r in records)
-        return records if finished else None
-
-    records = wait_for(done, 120 + 2 * size, f"{size} queued runs to finish", interval=0.5)
+    finished = dg.RunsFilter(tags={BATCH_TAG: batch}, statuses=FINISHED_STATUSES)
+    began = time.monotonic()
+    try:
+        wait_for(
+            lambda: instance.get_runs_count(filters=finished) >= size,
+            timeout,
+            f"{size} queued runs to finish",
+            interval=0.5,
+        )
+    except AssertionError as exc:
+        done = instance.get_runs_count(filters=finished)
+        created = instance.get_runs_count(filters=dg.RunsFilter(tags={BATCH_TAG: batch}))
+        raise OverBudget(
+            f"{size} runs: not measured: {created} created and {done} finished after "
+            f"{time.monotonic() - began:.0f} s ({exc})"
+        ) from exc
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={BATCH_TAG: batch}))
     failed = [r.dagster_run.run_id for r in records if not r.dagster_run.is_success]
     if failed:
         raise RuntimeError(f"{len(failed)} of {size} queued runs failed, e.g. {failed[0]}")
@@ -302,19 +421,33 @@ def _burst(
 # -- sessions and the idle stack -------------------------------------------------------------
 
 
-def sessions_and_idle(sizes: Sizes, redis_db: int) -> tuple[Curve, Curve]:
+CONNECTIONS_PER_SESSION = 2.0
+"""Postgres connections a session is assumed to open before a point has measured it."""
+STACK_CONNECTIONS = 30
+"""Postgres connections a stack holds besides one per paper worker pool process (the daemon,
+its code server and loops: about 22 measured, with margin)."""
+
+
+def sessions_and_idle(sizes: Sizes, redis_db: int, budget: Budget) -> tuple[Curve, Curve]:
     sessions = Curve(
         "sessions",
         f"paper sessions: N at once, {TICKS_PER_SECOND} ticks/s in total",
         "sessions",
         ["stock", "ours"],
-        ["USS per session (MiB)", "tick latency p50 (ms)", "tick latency p99 (ms)"],
+        [
+            "USS per session (MiB)",
+            "tick latency p50 (ms)",
+            "tick latency p99 (ms)",
+            "Postgres connections per session",
+        ],
         "stock",
         notes=[
             "USS per session: of the sessions' run processes (the run coordinators; each the "
             "process that wrote its run's RUN_START) with their children, over N (target: <= "
             "30 MiB); the daemon's own tree is in the idle stack's table. Tick "
-            f"latency: ticks with an order (1 in {ORDER_EVERY}), append -> ledger write.",
+            f"latency: ticks with an order (1 in {ORDER_EVERY}), append -> ledger write. "
+            "Postgres connections per session: connections to the stack's database while the "
+            "sessions run, minus the idle stack's, over N.",
         ],
     )
     idle = Curve(
@@ -327,23 +460,27 @@ def sessions_and_idle(sizes: Sizes, redis_db: int) -> tuple[Curve, Curve]:
     )
     connections: list[str] = []
     for system, (daemon_argv, instance_yaml) in _stacks(stock_instance_yaml()).items():
+        counts = _fitting(sessions, system, sizes.sessions)
+        if not counts:
+            continue
+        largest = max(counts)
         config = yaml.safe_load(instance_yaml)
         queue = config["run_coordinator"]["config"]
-        queue["max_concurrent_runs"] = max(queue["max_concurrent_runs"], max(sizes.sessions) + 1)
+        queue["max_concurrent_runs"] = max(queue["max_concurrent_runs"], largest + 1)
         for limit in queue["tag_concurrency_limits"]:
             if limit["value"] == "paper":
-                limit["limit"] = max(limit["limit"], max(sizes.sessions) + 1)
+                limit["limit"] = max(limit["limit"], largest + 1)
+        slots = largest + 1  # one pool process per session (and one spare)
         with stack_env(f"sessions-{system}", yaml.safe_dump(config), redis_db) as env:
-            slots = str(max(sizes.sessions) + 1)
             # one pool process per session: slow to fork under load
             worker = WorkerProcess.start(
-                "paper", f"bench-paper-{system}", env, "-c", slots, ready_timeout=300
+                "paper", f"bench-paper-{system}", env, "-c", str(slots), ready_timeout=300
             )
             try:
                 with stack_daemon([*daemon_argv, "-w", "workspace.yaml"], env) as d:
-                    held = _idle(idle, system, d.pid, env, sizes.idle_seconds)
-                    connections.append(f"{system}: {held}")
-                    _sessions(sessions, system, env, sizes)
+                    held, by_name = _idle(idle, system, d.pid, env, sizes.idle_seconds, budget)
+                    connections.append(f"{system}: {by_name}")
+                    _sessions(sessions, system, env, counts, sizes.tick_seconds, budget, held)
             finally:
                 worker.stop()
     idle.notes.append(
@@ -351,6 +488,33 @@ def sessions_and_idle(sizes: Sizes, redis_db: int) -> tuple[Curve, Curve]:
         + "; ".join(connections)
     )
     return sessions, idle
+
+
+def _stack_connections(sessions: int) -> int:
+    """Postgres connections a stack for `sessions` sessions needs: its paper worker's pool
+    (a connection per process), the daemon's, and the sessions' own (estimated)."""
+    return sessions + 1 + STACK_CONNECTIONS + math.ceil(CONNECTIONS_PER_SESSION * sessions)
+
+
+def _fitting(curve: Curve, system: str, counts: list[int]) -> list[int]:
+    """The session counts whose stack fits in the Postgres server's free connections; a
+    note, naming the setting, for each that does not (instead of "too many clients" half
+    way through the curve)."""
+    server = server_connections()
+    fitting = [n for n in counts if _stack_connections(n) <= server.free]
+    for n in counts:
+        if n not in fitting:
+            message = (
+                f"{n} sessions, {system}: not measured: needs about {_stack_connections(n)} "
+                f"Postgres connections ({n + 1} paper worker pool processes, "
+                f"{STACK_CONNECTIONS} for the daemon, {CONNECTIONS_PER_SESSION:.0f} per session); "
+                f"the server has max_connections = {server.max_connections} "
+                f"({server.reserved} reserved, {server.in_use} in use by the machine's other "
+                "work): raise max_connections (postgresql.conf, needs a restart)"
+            )
+            curve.notes.append(message)
+            _log(message)
+    return fitting
 
 
 def _ready(daemon_pid: int) -> None:
@@ -364,8 +528,10 @@ def _ready(daemon_pid: int) -> None:
         )
 
 
-def _idle(curve: Curve, system: str, daemon_pid: int, env: dict[str, str], seconds: float) -> str:
-    """Measure the idle stack; the Postgres connections it holds, by application."""
+def _idle(
+    curve: Curve, system: str, daemon_pid: int, env: dict[str, str], seconds: float, budget: Budget
+) -> tuple[int, str]:
+    """Measure the idle stack; the Postgres connections it holds: how many, by application."""
     _ready(daemon_pid)
     time.sleep(min(seconds, 15.0))  # past start-up work (first sensor ticks, code loads)
     pids = tree(daemon_pid)
@@ -374,47 +540,91 @@ def _idle(curve: Curve, system: str, daemon_pid: int, env: dict[str, str], secon
     used = cpu_seconds(tree(daemon_pid)) - before
     share = 100 * used / (time.monotonic() - began)
     connections = postgres_connections(env["ALPHASWARM_POSTGRES_URL"])
-    _log(f"idle {system}: {share:.1f}% of a core, {sum(connections.values())} connections")
+    budget.log(f"idle {system}: {share:.1f}% of a core, {sum(connections.values())} connections")
     curve.put("idle", system, "daemon CPU (% of a core)", share)
     curve.put("idle", system, "Postgres connections", sum(connections.values()))
     curve.put("idle", system, "daemon tree USS (MiB)", uss_bytes(tree(daemon_pid)) / MIB)
-    return ", ".join(f"{name or '(unnamed)'} {count}" for name, count in connections.items())
+    by_name = ", ".join(f"{name or '(unnamed)'} {n}" for name, n in connections.items())
+    return sum(connections.values()), by_name
 
 
-def _sessions(curve: Curve, system: str, env: dict[str, str], sizes: Sizes) -> None:
+def _sessions(
+    curve: Curve,
+    system: str,
+    env: dict[str, str],
+    counts: list[int],
+    tick_seconds: float,
+    budget: Budget,
+    held: int,
+) -> None:
+    """Each point of the curve on one stack; `held`: the idle stack's Postgres connections."""
     client = redis.Redis.from_url(env["ALPHASWARM_REDIS_URL"])
-    engine = sa.create_engine(env["ALPHASWARM_POSTGRES_URL"])
+    engine = sa.create_engine(env["ALPHASWARM_POSTGRES_URL"], poolclass=sa.NullPool)
+    postgres_url = env["ALPHASWARM_POSTGRES_URL"]
+    per_session = CONNECTIONS_PER_SESSION
     try:
         with dg.DagsterInstance.get() as instance:
-            with _running(client, engine, instance, 1) as (ids, pids):  # warm-up
-                _tick(client, engine, ids, 1.0, pids)
-            for size in sizes.sessions:
+            try:
+                with _running(client, engine, instance, 1, budget) as (ids, pids):  # warm-up
+                    _tick(client, engine, ids, 1.0, pids, budget, postgres_url)
+            except AssertionError as exc:  # not up (or done) within the budget
+                curve.notes.append(f"{system}: no session measured: warm-up: {exc}")
+                budget.log(f"{system}: no session measured: warm-up: {exc}")
+                return
+            for size in counts:
+                point = f"{size} sessions, {system}"
                 try:
-                    with _running(client, engine, instance, size) as (ids, pids):
-                        latencies, uss = _tick(client, engine, ids, sizes.tick_seconds, pids)
-                except AssertionError as exc:  # did not come up (or down) in time: say so
-                    curve.notes.append(f"{system}, {size} sessions: not measured: {exc}")
-                    _log(f"sessions {size} {system}: not measured: {exc}")
+                    _check_connections(point, size, max(per_session, 1.0))
+                    # start-up, ticks, stop: about 3 s a session under load, and the ticks
+                    budget.check(point, 3 * size + tick_seconds)
+                    with _running(client, engine, instance, size, budget) as (ids, pids):
+                        latencies, uss, most = _tick(
+                            client, engine, ids, tick_seconds, pids, budget, postgres_url
+                        )
+                except (AssertionError, OverBudget) as exc:  # did not fit, or not in time
+                    curve.notes.append(f"{point}: not measured: {exc}")
+                    budget.log(f"{point}: not measured: {exc}")
                     break  # a larger point would not either
-                per_session = uss / size / MIB
+                per_session = max(most - held, 0) / size
+                uss_per_session = uss / size / MIB
                 p50, p99 = (1000 * _quantile(latencies, q) for q in (0.5, 0.99))
-                _log(f"sessions {size} {system}: {per_session:.1f} MiB/session, p99 {p99:.1f} ms")
-                curve.put(size, system, "USS per session (MiB)", per_session)
+                budget.log(
+                    f"{point}: {uss_per_session:.1f} MiB/session, p99 {p99:.1f} ms, "
+                    f"{per_session:.2f} Postgres connections/session ({most} in all)"
+                )
+                curve.put(size, system, "USS per session (MiB)", uss_per_session)
                 curve.put(size, system, "tick latency p50 (ms)", p50)
                 curve.put(size, system, "tick latency p99 (ms)", p99)
+                curve.put(size, system, "Postgres connections per session", per_session)
     finally:
         client.close()
         engine.dispose()
 
 
+def _check_connections(point: str, size: int, per_session: float) -> None:
+    """Raise OverBudget, naming the setting, when `size` sessions at `per_session` Postgres
+    connections each would not fit in the server's max_connections (rather than fail with
+    "too many clients" half way)."""
+    server = server_connections()
+    need = math.ceil(per_session * size)
+    if need > server.free:
+        raise OverBudget(
+            f"{point} need about {need} more Postgres connections ({per_session:.1f} per "
+            f"session); the server has max_connections = {server.max_connections} "
+            f"({server.reserved} reserved, {server.in_use} in use, shared with the machine's "
+            "other work): raise max_connections (postgresql.conf, needs a restart)"
+        )
+
+
 @contextmanager
 def _running(
-    client: redis.Redis, engine: sa.Engine, instance: dg.DagsterInstance, count: int
+    client: redis.Redis, engine: sa.Engine, instance: dg.DagsterInstance, count: int, budget: Budget
 ) -> Iterator[tuple[list[str], list[int]]]:
     """`count` paper sessions started through the request stream, running (their ledger row
     says so): their ids and their run processes (the pid of each run's RUN_START event);
     stopped and their runs finished afterwards."""
     ids = [f"scale-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    requests = [f"req-{session_id}" for session_id in ids]
     for session_id in ids:
         start = paper_start(session_id, f"req-{session_id}")
         append_request(client, start)
@@ -430,26 +640,19 @@ def _running(
             return False
 
     try:
-        wait_for(running, 120 + 3 * count, f"{count} sessions running", interval=0.5)
-        runs = [
-            run
-            for session_id in ids
-            for run in instance.get_runs(
-                filters=dg.RunsFilter(tags={REQUEST_ID_TAG: f"req-{session_id}"})
-            )
-        ]
+        wait_for(running, budget.timeout(60 + 3 * count), f"{count} sessions running", 0.5)
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={REQUEST_ID_TAG: requests}))
         yield ids, [_run_pid(instance, run.run_id) for run in runs]
     finally:
         for session_id in ids:
             client.set(session_stop_key(session_id), "benchmark done", ex=600)
-        tags = [{REQUEST_ID_TAG: f"req-{s}"} for s in ids]
+        unfinished = dg.RunsFilter(
+            tags={REQUEST_ID_TAG: requests},
+            statuses=[s for s in dg.DagsterRunStatus if s not in FINISHED_STATUSES],
+        )
         wait_for(
-            lambda: all(
-                run.is_finished
-                for t in tags
-                for run in instance.get_runs(filters=dg.RunsFilter(tags=t))
-            ),
-            180,
+            lambda: instance.get_runs_count(filters=unfinished) == 0,
+            max(60, 2 * count),  # cleaning up: not cut by the budget
             f"{count} session runs to finish",
             interval=0.5,
         )
@@ -466,14 +669,21 @@ def _run_pid(instance: dg.DagsterInstance, run_id: str) -> int:
 
 
 def _tick(
-    client: redis.Redis, engine: sa.Engine, ids: list[str], seconds: float, pids: list[int]
-) -> tuple[list[float], float]:
+    client: redis.Redis,
+    engine: sa.Engine,
+    ids: list[str],
+    seconds: float,
+    pids: list[int],
+    budget: Budget,
+    postgres_url: str,
+) -> tuple[list[float], float, int]:
     """Append TICKS_PER_SECOND ticks/s over `ids` for `seconds`. The latencies (s) of the
     ticks with an order (append -> handled in the ledger), and the USS of the run processes
     `pids` with their children (median of samples at a quarter, half and three quarters of
-    the time)."""
+    the time), and the most Postgres connections to the stack's database in those samples."""
     sent: dict[tuple[str, str], float] = {}
     samples: list[int] = []
+    most = 0
     total = int(TICKS_PER_SECOND * seconds)
     begin = time.perf_counter()
     for i in range(total):
@@ -482,6 +692,7 @@ def _tick(
             time.sleep(delay)  # the producer's schedule
         if i in (total // 4, total // 2, 3 * total // 4):
             samples.append(uss_bytes(p for pid in pids for p in tree(pid)))
+            most = max(most, sum(postgres_connections(postgres_url).values()))
         session_id = ids[i % len(ids)]
         orders = (OrderIntent("buy" if i % 2 else "sell", 1.0),) if i % ORDER_EVERY == 0 else ()
         at = time.time()
@@ -497,9 +708,9 @@ def _tick(
             rows = conn.execute(query, {"ids": ids}).all()
         return rows if len(rows) >= len(sent) else None
 
-    rows = wait_for(handled, 120, f"{len(sent)} ticks handled", interval=0.5)
+    rows = wait_for(handled, budget.timeout(120), f"{len(sent)} ticks handled", interval=0.5)
     latencies = [at.timestamp() - sent[(sid, t)] for sid, t, at in rows if (sid, t) in sent]
-    return latencies, statistics.median(samples)
+    return latencies, statistics.median(samples), most
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -510,7 +721,7 @@ def _quantile(values: list[float], q: float) -> float:
 # -- ledger backlog --------------------------------------------------------------------------
 
 
-def ledger(sizes: Sizes) -> Curve:
+def ledger(sizes: Sizes, budget: Budget) -> Curve:
     curve = Curve(
         "ledger",
         "ledger mirror: draining a backlog of N runs into an empty ledger",
@@ -523,13 +734,32 @@ def ledger(sizes: Sizes) -> Curve:
             "ours: the ledger mirror. Target: >= 500 runs/s and <= 2x the floor.",
         ],
     )
-    for drain in ledger_mirror.drains(sizes.ledger):
-        _log(f"ledger {drain.runs}: {drain.mirror_rate:.0f} runs/s, {drain.ratio:.2f}x the read")
-        size = drain.runs
-        curve.put(size, "bare read", "runs/s", drain.read_rate)
-        curve.put(size, "ours", "runs/s", drain.mirror_rate)
-        curve.put(size, "bare read", "seconds per 1000 runs", 1000 / drain.read_rate)
-        curve.put(size, "ours", "seconds per 1000 runs", 1000 / drain.mirror_rate)
+    spent: list[tuple[int, float]] = []  # (runs, seconds the point took: build, reads, drain)
+
+    def check(runs: int) -> None:
+        began = budget.elapsed()
+        if spent:  # in proportion: building, reading and mirroring are linear in the runs
+            last_runs, last_s = spent[-1]
+            budget.check(f"{runs} runs", last_s * runs / last_runs)
+        budget.log(f"{runs} runs: building the backlog")
+        spent.append((runs, -began))
+
+    try:
+        for drain in ledger_mirror.drains(sizes.ledger, check=check, log=budget.log):
+            runs, began = spent[-1]
+            spent[-1] = (runs, budget.elapsed() + began)
+            budget.log(
+                f"{drain.runs} runs: read {drain.read_s:.1f} s, mirror {drain.mirror_s:.1f} s: "
+                f"{drain.mirror_rate:.0f} runs/s, {drain.ratio:.2f}x the read"
+            )
+            size = drain.runs
+            curve.put(size, "bare read", "runs/s", drain.read_rate)
+            curve.put(size, "ours", "runs/s", drain.mirror_rate)
+            curve.put(size, "bare read", "seconds per 1000 runs", 1000 / drain.read_rate)
+            curve.put(size, "ours", "seconds per 1000 runs", 1000 / drain.mirror_rate)
+    except OverBudget as exc:
+        curve.notes.append(str(exc))
+        budget.log(str(exc))
     return curve
 
 
@@ -555,12 +785,30 @@ def write(out: Path, curves: list[Curve], small: bool, minutes: float) -> str:
     return text
 
 
+def _curve_names(text: str) -> list[str]:
+    """`--only`'s value: curve names, comma-separated."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CURVES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown curve {', '.join(unknown) or repr(text)}: choose from {', '.join(CURVES)}"
+        )
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="tiny sizes: a smoke check")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale")
     parser.add_argument("--redis-db", type=int, default=12, help="uses this DB and the next")
-    parser.add_argument("--only", choices=CURVES, action="append", help="only these curves")
+    parser.add_argument(
+        "--only",
+        type=_curve_names,
+        nargs="+",
+        action="extend",
+        metavar="CURVE",
+        help=f"only these curves ({', '.join(CURVES)}): --only queue ledger, --only queue,ledger",
+    )
     parser.add_argument(
         "--fanout-system",
         choices=FANOUT_SYSTEMS,
@@ -568,23 +816,37 @@ def main(argv: list[str] | None = None) -> int:
         help="only these systems in the fan-out curve (e.g. ours before/after a change)",
     )
     args = parser.parse_args(argv)
+    only = {name for names in args.only or [list(CURVES)] for name in names}
     sizes = SMALL if args.small else FULL
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))  # worker logs
-    measures = {
-        "fanout": lambda: [fanout(sizes, args.redis_db, work, args.fanout_system)],
-        "queue": lambda: [queued_runs(sizes, args.redis_db)],
-        "sessions": lambda: list(sessions_and_idle(sizes, args.redis_db)),
-        "ledger": lambda: [ledger(sizes)],
+    measures: dict[str, Callable[[Budget], list[Curve]]] = {
+        "fanout": lambda b: [fanout(sizes, args.redis_db, work, b, args.fanout_system)],
+        "queue": lambda b: [queued_runs(sizes, args.redis_db, b)],
+        "sessions": lambda b: list(sessions_and_idle(sizes, args.redis_db, b)),
+        "ledger": lambda b: [ledger(sizes, b)],
     }
+    chosen = [name for name in CURVES if name in only]
+    total = sum(sizes.budgets[name] for name in chosen)
+    _log(f"curves {', '.join(chosen)}: budgets add up to {total:.0f} min")
     started = time.monotonic()
     curves: list[Curve] = []
-    for name in CURVES:
-        if name in (args.only or CURVES):
-            curves += measures[name]()
-            # written after each curve: a failure later keeps what was measured
-            text = write(args.out, curves, args.small, (time.monotonic() - started) / 60)
+    text = ""
+    for name in chosen:
+        budget = Budget(name, sizes.budgets[name])
+        budget.log("start")
+        measured = measures[name](budget)
+        minutes = budget.elapsed() / 60
+        for curve in measured:
+            curve.notes.append(
+                f"{name} curve measured in {minutes:.1f} min (budget {sizes.budgets[name]:.0f})."
+            )
+        budget.log(f"done in {minutes:.1f} min")
+        curves += measured
+        # written after each curve: a failure later keeps what was measured
+        text = write(args.out, curves, args.small, (time.monotonic() - started) / 60)
     print(text)
+    _log(f"all curves done in {(time.monotonic() - started) / 60:.1f} min")
     return 0
 
 

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -131,6 +132,39 @@ def postgres_connections(postgres_url: str) -> dict[str, int]:
                 (database,),
             )
             return {name: count for name, count in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class ServerConnections:
+    """The Postgres server's connection limit and use (all databases: the machine's other
+    users count too)."""
+
+    max_connections: int
+    reserved: int
+    """superuser_reserved_connections + reserved_connections: not for ordinary users."""
+    in_use: int
+
+    @property
+    def free(self) -> int:
+        return self.max_connections - self.reserved - self.in_use
+
+
+def server_connections() -> ServerConnections:
+    """max_connections, the reserved slots and the connections open now (pg_stat_activity,
+    client backends) of the machine's Postgres server."""
+    conn = psycopg2.connect(services.POSTGRES_ADMIN, connect_timeout=3)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT current_setting('max_connections')::int, "
+                "current_setting('superuser_reserved_connections')::int + "
+                "coalesce(current_setting('reserved_connections', true)::int, 0), "
+                "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+            )
+            limit, reserved, in_use = cur.fetchone()
+            return ServerConnections(limit, reserved, in_use)
     finally:
         conn.close()
 

@@ -39,19 +39,28 @@ def read_events(
 ) -> tuple[list[tuple[int, dg.EventLogEntry]], bool]:
     """Events of READ_TYPES with storage id > `after`, ascending, and whether none remain.
 
-    One query per event type (Dagster deprecates multi-type reads); when a type fills its
-    `limit`, events beyond that type's last id are dropped so that no type is skipped.
+    One query per event type (Dagster deprecates multi-type reads). When a type fills its
+    `limit`, its last id is the horizon: events beyond it are dropped so that no type is
+    skipped, and the types queried after it are read up to the horizon only. Unbounded, each
+    sparse type read `limit` events far beyond the horizon on every batch, to be dropped:
+    at 100,000 runs, reading the backlog cost twice as much per run as at 10,000.
     """
     storage = instance.event_log_storage
     merged: dict[int, dg.EventLogEntry] = {}
     horizon: int | None = None
     for event_type in READ_TYPES:
-        got = storage.get_logs_for_all_runs_by_log_id(
-            after_cursor=after, dagster_event_type=event_type, limit=limit
+        records = storage.get_event_records(
+            dg.EventRecordsFilter(
+                event_type=event_type,
+                after_cursor=after,
+                before_cursor=None if horizon is None else horizon + 1,
+            ),
+            limit=limit,
+            ascending=True,
         )
-        merged.update(got)
-        if len(got) >= limit:
-            last = max(got)
+        merged.update((record.storage_id, record.event_log_entry) for record in records)
+        if len(records) >= limit:
+            last = records[-1].storage_id
             horizon = last if horizon is None else min(horizon, last)
     events = sorted(
         ((i, e) for i, e in merged.items() if horizon is None or i <= horizon),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import dagster as dg
+import sqlalchemy as sa
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
 from dagster._serdes import serialize_value
@@ -171,8 +172,12 @@ def grow(
 ) -> None:
     """Copy every template run `copies` times under new run ids (parent links remapped),
     cycling through the trigger tags. Only `event_types` are copied when given. Runs go
-    through `instance.add_run` unless `bulk` (benchmarks: Dagster's own insert values,
-    many runs per statement); events are inserted as the SQL event log storage writes them."""
+    through `instance.add_run` and events are inserted as the SQL event log storage writes
+    them, unless `bulk` (benchmarks, Postgres storage only): then the same rows are copied
+    inside the database (`grow_in_database`)."""
+    if bulk:
+        grow_in_database(instance, history, copies, event_types=event_types)
+        return
     event_rows: list[dict[str, object]] = []
     runs: list[dg.DagsterRun] = []
     for copy in range(copies):
@@ -181,43 +186,121 @@ def grow(
             new_id = new_ids[template.run_id]
             event_rows.extend(event_row(e) for e in _copied_events(template, new_id, event_types))
             runs.append(_copied_run(template.run, new_id, new_ids, copy + n))
-            history.run_ids.append(new_id)
-            if template.run_id in history.refused:
-                history.refused.add(new_id)
-            trigger = history.expected_trigger[template.run_id]
-            tagged = TRIGGER_TAGS[(copy + n) % 4][1:]
-            # Trigger tags win over how the run was submitted (ui/cli); re-executions stay retries.
-            history.expected_trigger[new_id] = (
-                trigger if trigger[0] == "retry" or tagged[0] == "cli" else tagged
-            )
+            _record(history, template, new_id, copy + n)
         if len(event_rows) >= 5000 or copy == copies - 1:
-            _write(instance, runs, event_rows, bulk)
+            for run in runs:
+                instance.add_run(run)
+            with instance.event_log_storage.index_connection() as conn:
+                conn.execute(SqlEventLogStorageTable.insert(), event_rows)
             runs, event_rows = [], []
 
 
-def _write(
+def _record(history: History, template: Template, new_id: str, i: int) -> None:
+    """Note the copy `new_id` of `template` (the `i`th variant) in `history`."""
+    history.run_ids.append(new_id)
+    if template.run_id in history.refused:
+        history.refused.add(new_id)
+    trigger = history.expected_trigger[template.run_id]
+    tagged = TRIGGER_TAGS[i % 4][1:]
+    # Trigger tags win over how the run was submitted (ui/cli); re-executions stay retries.
+    history.expected_trigger[new_id] = (
+        trigger if trigger[0] == "retry" or tagged[0] == "cli" else tagged
+    )
+
+
+VARIANTS = 12
+"""Copies differ by trigger tags (i % 4) and actor (i % 3): 12 variants of each template."""
+PLACEHOLDER = "00000000-0000-4000-8000-00000000"
+"""The first 32 characters of a placeholder run id; the last 4 are the template's number."""
+COPIES_PER_STATEMENT = 1000
+
+
+def grow_in_database(
     instance: dg.DagsterInstance,
-    runs: list[dg.DagsterRun],
-    event_rows: list[dict[str, object]],
-    bulk: bool,
+    history: History,
+    copies: int,
+    *,
+    event_types: frozenset[dg.DagsterEventType] | None = None,
 ) -> None:
-    if bulk:
-        storage = instance.run_storage
-        now = datetime.now(UTC)
-        with storage.connect() as conn:
-            conn.execute(
-                RunsTable.insert(), [storage._get_run_insertion_values(r, now) for r in runs]
+    """`grow` inside Postgres: the same runs, tags and events, built without a round trip per
+    row. Each template's run (in its 12 variants), tags and events are serialised once by
+    Python with placeholder run ids (the template's number after a fixed 32-character
+    prefix) into staging tables; each copy gets a random 32-character prefix, so that one
+    `replace()` of the prefix maps every placeholder in a row (its own id, its parent's, its
+    root's) to the copy's run ids. Then one INSERT ... SELECT per table per 1,000 copies, in
+    the order `grow` writes (copy by copy, template by template, events in order); then the
+    tables are analysed."""
+    storage = instance.run_storage
+    placeholders = {t.run_id: f"{PLACEHOLDER}{n:04x}" for n, t in enumerate(history.templates)}
+    run_rows, tag_rows, event_rows = [], [], []
+    now = datetime.now(UTC)
+    for n, template in enumerate(history.templates):
+        placeholder = placeholders[template.run_id]
+        for variant in range(VARIANTS):
+            run = _copied_run(template.run, placeholder, placeholders, variant)
+            run_rows.append({"n": n, "v": variant, **storage._get_run_insertion_values(run, now)})
+            tag_rows.extend(
+                {"n": n, "v": variant, "key": k, "value": v} for k, v in run.tags.items()
             )
-            tags = [
-                {"run_id": r.run_id, "key": k, "value": v} for r in runs for k, v in r.tags.items()
-            ]
-            if tags:
-                conn.execute(RunTagsTable.insert(), tags)
-    else:
-        for run in runs:
-            instance.add_run(run)
-    with instance.event_log_storage.index_connection() as conn:
-        conn.execute(SqlEventLogStorageTable.insert(), event_rows)
+        for seq, entry in enumerate(_copied_events(template, placeholder, event_types)):
+            event_rows.append({"n": n, "seq": seq, **event_row(entry)})
+    columns = [c for c in run_rows[0] if c not in ("n", "v")]
+    event_columns = [c for c in event_rows[0] if c not in ("n", "seq")]
+    with storage.connect() as conn:
+        for name, rows, keys in (
+            ("bench_template_runs", run_rows, ["n", "v", *columns]),
+            ("bench_template_tags", tag_rows, ["n", "v", "key", "value"]),
+            ("bench_template_events", event_rows, ["n", "seq", *event_columns]),
+        ):
+            source = {"runs": RunsTable, "tags": RunTagsTable, "events": SqlEventLogStorageTable}
+            like = source[name.rsplit("_", 1)[1]]
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+            conn.execute(
+                sa.text(
+                    f"CREATE TEMP TABLE {name} AS SELECT 0 AS n, 0 AS {keys[1]}, "
+                    f"{', '.join(keys[2:])} FROM {like.name} WITH NO DATA"
+                )
+            )
+            conn.execute(sa.table(name, *(sa.column(k) for k in keys)).insert(), rows)
+        copied = (
+            "(SELECT prefix, ord - 1 AS copy"
+            " FROM unnest(CAST(:prefixes AS text[])) WITH ORDINALITY AS u(prefix, ord))"
+        )
+        mapped = {
+            c: f"replace(t.{c}, '{PLACEHOLDER}', m.prefix)"
+            for c in ("run_id", "run_body", "event", "value")
+        }
+        variant = f"t.v = (m.copy + :first + t.n) % {VARIANTS}"
+        statements = [
+            f"INSERT INTO {RunsTable.name} ({', '.join(columns)}) SELECT "
+            + ", ".join(mapped.get(c, f"t.{c}") for c in columns)
+            + f" FROM {copied} m JOIN bench_template_runs t ON {variant} ORDER BY m.copy, t.n",
+            f"INSERT INTO {RunTagsTable.name} (run_id, key, value) SELECT "
+            f"m.prefix || lpad(to_hex(t.n), 4, '0'), t.key, {mapped['value']}"
+            f" FROM {copied} m JOIN bench_template_tags t ON {variant}",
+            f"INSERT INTO {SqlEventLogStorageTable.name} ({', '.join(event_columns)}) SELECT "
+            + ", ".join(mapped.get(c, f"t.{c}") for c in event_columns)
+            + f" FROM {copied} m CROSS JOIN bench_template_events t ORDER BY m.copy, t.n, t.seq",
+        ]
+        for first in range(0, copies, COPIES_PER_STATEMENT):
+            count = min(COPIES_PER_STATEMENT, copies - first)
+            prefixes = [str(uuid.uuid4())[: len(PLACEHOLDER)] for _ in range(count)]
+            for statement in statements:
+                conn.execute(sa.text(statement), {"prefixes": prefixes, "first": first})
+            for copy, prefix in enumerate(prefixes, start=first):
+                for n, template in enumerate(history.templates):
+                    _record(history, template, f"{prefix}{n:04x}", copy + n)
+        for name in ("bench_template_runs", "bench_template_tags", "bench_template_events"):
+            conn.execute(sa.text(f"DROP TABLE {name}"))
+        # The planner statistics autovacuum keeps on a history built over time. Without them,
+        # right after a bulk load, Postgres reads every remaining event of a type and sorts
+        # them for each batch of `read_events` (a bitmap scan, then a sort spilling to disk)
+        # instead of walking an index: reading the backlog grows with its square.
+        conn.execute(
+            sa.text(
+                f"ANALYZE {SqlEventLogStorageTable.name}, {RunsTable.name}, {RunTagsTable.name}"
+            )
+        )
 
 
 def _copied_run(run: dg.DagsterRun, new_id: str, new_ids: dict[str, str], i: int) -> dg.DagsterRun:
