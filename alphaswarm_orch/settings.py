@@ -31,6 +31,7 @@ WORKFLOWS_DIR = "ALPHASWARM_WORKFLOWS_DIR"
 TERRAFORM_ROOT = "ALPHASWARM_TERRAFORM_ROOT"
 TERRAFORM_WORKSPACES = "ALPHASWARM_TERRAFORM_WORKSPACES"
 WORKER_INCLUDE = "ALPHASWARM_WORKER_INCLUDE"
+POSTGRES_POOL_SIZE = "ALPHASWARM_POSTGRES_POOL_SIZE"
 
 RESOURCE_KEY = "alphaswarm_settings"
 """The Dagster resource key the code location binds its Settings to: ops and sensors take
@@ -40,6 +41,8 @@ DEFAULT_STORAGE_DIR = "./.alphaswarm"
 DEFAULT_METRICS_PORT = 9100
 DEFAULT_SENSOR_LOOP_SECONDS = 1.0
 SENSOR_LOOP_RANGE = (0.1, 30.0)
+DEFAULT_POSTGRES_POOL_SIZE = 1
+POSTGRES_POOL_RANGE = (0, 10)
 # A step can run for hours (a paper session is one step), so Redis must not redeliver an
 # unacknowledged message while its worker is still alive and working on it. The price: a
 # message whose worker was SIGKILLed comes back only after this long.
@@ -77,6 +80,8 @@ class Settings:
     """The terraform allow-list as written (comma-separated workspace names)."""
     worker_include: tuple[str, ...] = ()
     """Extra task modules a worker imports (tests register small tasks)."""
+    postgres_pool_size: int = DEFAULT_POSTGRES_POOL_SIZE
+    """Idle Postgres connections each process keeps for the instance; 0: one per query."""
 
     @property
     def embedded(self) -> bool:
@@ -182,6 +187,18 @@ class Settings:
                 )
             timeout = int(timeout_raw)
 
+        pool_raw = get(POSTGRES_POOL_SIZE)
+        pool_size = DEFAULT_POSTGRES_POOL_SIZE
+        if pool_raw is not None:
+            low, high = POSTGRES_POOL_RANGE
+            if not is_ascii_digits(pool_raw) or not low <= int(pool_raw) <= high:
+                raise SettingsError(
+                    f"{POSTGRES_POOL_SIZE}={pool_raw!r} is not a pool size: use a number of "
+                    f"connections from {low} (a new connection per query) to {high} "
+                    f"(default {DEFAULT_POSTGRES_POOL_SIZE})"
+                )
+            pool_size = int(pool_raw)
+
         workflows = get(WORKFLOWS_DIR)
         terraform_root = get(TERRAFORM_ROOT)
         include = get(WORKER_INCLUDE) or ""
@@ -201,6 +218,7 @@ class Settings:
             terraform_root=Path(terraform_root) if terraform_root else None,
             terraform_workspaces=get(TERRAFORM_WORKSPACES) or "",
             worker_include=tuple(m.strip() for m in include.split(",") if m.strip()),
+            postgres_pool_size=pool_size,
         )
 
 

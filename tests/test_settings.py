@@ -31,6 +31,7 @@ def test_the_variables_read_beside_the_urls_are_typed_with_defaults(tmp_path: Pa
     assert defaults.visibility_timeout == 12 * 60 * 60
     assert defaults.workflows_dir is None and defaults.terraform_root is None
     assert (defaults.terraform_workspaces, defaults.worker_include) == ("", ())
+    assert defaults.postgres_pool_size == 1
     settings = Settings.from_env(
         {
             "ALPHASWARM_VISIBILITY_TIMEOUT": "600",
@@ -38,6 +39,7 @@ def test_the_variables_read_beside_the_urls_are_typed_with_defaults(tmp_path: Pa
             "ALPHASWARM_TERRAFORM_ROOT": "/srv/terraform",
             "ALPHASWARM_TERRAFORM_WORKSPACES": "network, data",
             "ALPHASWARM_WORKER_INCLUDE": " tests.a, ,tests.b ",
+            "ALPHASWARM_POSTGRES_POOL_SIZE": "0",
         }
     )
     assert settings.visibility_timeout == 600
@@ -45,6 +47,7 @@ def test_the_variables_read_beside_the_urls_are_typed_with_defaults(tmp_path: Pa
     assert settings.terraform_root == Path("/srv/terraform")
     assert settings.terraform_workspaces == "network, data"
     assert settings.worker_include == ("tests.a", "tests.b")
+    assert settings.postgres_pool_size == 0
 
 
 def test_production_values_and_derivations() -> None:
@@ -87,6 +90,9 @@ def test_ledger_url_overrides_postgres() -> None:
         ("ALPHASWARM_REDIS_URL", "localhost:6379", "scheme"),
         ("ALPHASWARM_METRICS_PORT", "ninety", "not a TCP port"),
         ("ALPHASWARM_METRICS_PORT", "70000", "not a TCP port"),
+        ("ALPHASWARM_POSTGRES_POOL_SIZE", "11", "not a pool size"),
+        ("ALPHASWARM_POSTGRES_POOL_SIZE", "-1", "not a pool size"),
+        ("ALPHASWARM_POSTGRES_POOL_SIZE", "one", "not a pool size"),
     ],
 )
 def test_malformed_values_name_the_variable(name: str, value: str, message: str) -> None:
@@ -103,6 +109,7 @@ def test_malformed_values_name_the_variable(name: str, value: str, message: str)
         ("ALPHASWARM_METRICS_PORT", "\u0669\u0661\u0660\u0660", "not a TCP port"),
         ("ALPHASWARM_METRICS_PORT", "9\u00b2", "not a TCP port"),
         ("ALPHASWARM_SENSOR_LOOP_SECONDS", "\u0661", "not a sensor loop period"),
+        ("ALPHASWARM_POSTGRES_POOL_SIZE", "\u0661", "not a pool size"),
         ("ALPHASWARM_STORAGE_DIR", "~nosuchuser-alphaswarm/data", "cannot expand '~'"),
         ("ALPHASWARM_LEDGER_URL", "sqlite://", "in-memory SQLite"),
         ("ALPHASWARM_LEDGER_URL", "sqlite:///:memory:", "in-memory SQLite"),

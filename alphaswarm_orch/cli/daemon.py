@@ -18,6 +18,7 @@ from alphaswarm_orch.cli.errors import user_errors
 from alphaswarm_orch.compat.dagster import run_daemon, set_sensor_loop_seconds
 from alphaswarm_orch.daemon import wakeup
 from alphaswarm_orch.daemon.logs import quiet_routine_sensor_lines
+from alphaswarm_orch.instance_pool import set_process_role
 from alphaswarm_orch.launch import ForkserverRunLauncher
 from alphaswarm_orch.launch.launcher import stop_forkserver
 from alphaswarm_orch.requests.arrivals import RequestArrivals
@@ -37,6 +38,7 @@ def daemon_command(dagster_args: tuple[str, ...]) -> None:
     with user_errors():
         settings = Settings.from_env()
     set_sensor_loop_seconds(settings.sensor_loop_seconds)
+    set_process_role("daemon")
     quiet_routine_sensor_lines()
     wakeup.install()
     arrivals = None

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import dagster as dg
+import sqlalchemy
 from dagster._cli import api as _run_api
 from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
@@ -23,7 +24,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 from dagster._core.errors import DagsterLaunchFailedError
-from dagster._core.events import EngineEventData
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EngineEventData
 from dagster._core.execution.api import create_execution_plan, execute_plan_iterator
 from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.active import ActiveExecution
@@ -41,7 +42,11 @@ from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.remote_representation.grpc_server_registry import GrpcServerRegistry
 from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
-from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage, EventLogStorage
+from dagster._core.storage.event_log import (
+    ConsolidatedSqliteEventLogStorage,
+    EventLogStorage,
+    SqlEventLogStorageTable,
+)
 from dagster._core.storage.local_compute_log_manager import (
     IO_TYPE_EXTENSION,
     LocalComputeLogManager,
@@ -67,6 +72,8 @@ from dagster._utils import ensure_file, touch_file
 from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
 from dagster._utils.interrupts import capture_interrupts
 from dagster._utils.schedules import is_valid_cron_string
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+from dagster_postgres.event_log.event_log import CHANNEL_NAME as POSTGRES_EVENT_CHANNEL
 
 RUN_WORKER_MODULES = (
     "dagster._cli.api",
@@ -290,10 +297,57 @@ def cache_schedule_schema_checks(instance: dg.DagsterInstance) -> None:
         # has_instigators_table and _has_instigators_table are one question
         setattr(storage, name, cached(name, name.lstrip("_")))
     storage._checks_cached = True  # type: ignore[attr-defined]
+PostgresStoragePart = PostgresRunStorage | PostgresEventLogStorage | PostgresScheduleStorage
+
+
+def share_storage_engine(
+    storages: Collection[PostgresStoragePart], engine: sqlalchemy.Engine
+) -> None:
+    """Have dagster-postgres run, event log and schedule `storages` query through `engine`.
+
+    dagster-postgres gives each storage its own NullPool engine (a new connection per
+    query); every query of theirs goes through the storage's `_engine`, which is only
+    replaced by `optimize_for_webserver` (a pool per storage, for the webserver). The
+    engine passed must be AUTOCOMMIT, as theirs are.
+    """
+    for storage in storages:
+        storage._engine = engine
+
+
+INDEXED_EVENT_TYPES = frozenset(ASSET_EVENTS | ASSET_CHECK_EVENTS)
+"""Event types dagster-postgres' `store_event` also writes to the asset (check) tables."""
+
+
+def insert_and_notify(insert_event: Any, *, asynchronous: bool = False) -> Any:
+    """dagster-postgres' `store_event` for an event outside INDEXED_EVENT_TYPES, as one
+    statement (one round trip, not two): the row `insert_event` (the storage's
+    `prepare_insert_event`) inserts, then `NOTIFY run_events, '<run_id>_<id>'` (dagster-postgres
+    keeps the notification for older readers; this release polls).
+
+    With `asynchronous`, the statement's own transaction commits without waiting for its
+    WAL flush (`set_config('synchronous_commit', 'off', true)`: this transaction only).
+    """
+    table = SqlEventLogStorageTable
+    inserted = insert_event.returning(table.c.run_id, table.c.id).cte("inserted")
+    payload = inserted.c.run_id + "_" + sqlalchemy.cast(inserted.c.id, sqlalchemy.Text)
+    columns: list[Any] = [
+        inserted.c.run_id,
+        inserted.c.id,
+        sqlalchemy.func.pg_notify(POSTGRES_EVENT_CHANNEL, payload),
+    ]
+    if not asynchronous:
+        return sqlalchemy.select(*columns)
+    commit = sqlalchemy.select(
+        sqlalchemy.func.set_config("synchronous_commit", "off", True).label("mode")
+    ).cte("commit_mode")
+    joined = inserted.join(commit, sqlalchemy.true())
+    return sqlalchemy.select(*columns, commit.c.mode).select_from(joined)
 
 
 __all__ = [
+    "INDEXED_EVENT_TYPES",
     "IO_TYPE_EXTENSION",
+    "POSTGRES_EVENT_CHANNEL",
     "RUN_WORKER_MODULES",
     "SCHEDULE_SCHEMA_CHECKS",
     "ActiveExecution",
@@ -350,6 +404,7 @@ __all__ = [
     "execute_sensor_iteration",
     "get_retries_config",
     "import_run_worker_modules",
+    "insert_and_notify",
     "is_valid_cron_string",
     "keep_live_code_servers",
     "pack_value",
@@ -360,6 +415,7 @@ __all__ = [
     "serializable_error_info_from_exc_info",
     "set_sensor_loop_seconds",
     "share_sensor_instances",
+    "share_storage_engine",
     "touch_file",
     "unpack_value",
 ]

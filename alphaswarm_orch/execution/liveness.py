@@ -101,14 +101,9 @@ class StepWatch:
         self._run_ended = run_ended
 
     def __enter__(self) -> StepWatch:
-        try:
-            with self._client.pipeline() as pipe:
-                pipe.rpush(self._starts, self._identity)
-                pipe.expire(self._starts, MARK_TTL_SECONDS)
-                pipe.execute()
-        except redis.RedisError:
-            pass  # only names a dead process in the run's events
-        self._beat()
+        # The start (it only names a dead process in the run's events) and the first beat
+        # in one round trip.
+        self._beat(start=True)
         self._thread.start()
         return self
 
@@ -116,12 +111,15 @@ class StepWatch:
         self._stopped.set()
         self._thread.join()
 
-    def _beat(self) -> None:
+    def _beat(self, start: bool = False) -> None:
         try:
             with self._client.pipeline() as pipe:
+                if start:
+                    pipe.rpush(self._starts, self._identity)
+                    pipe.expire(self._starts, MARK_TTL_SECONDS)
                 pipe.set(self._heartbeat, self._identity, ex=HEARTBEAT_TTL_SECONDS)
                 pipe.exists(self._cancel)
-                _ok, cancelled = pipe.execute()
+                cancelled = pipe.execute()[-1]
         except redis.RedisError:
             return  # a missed beat is tolerated; TTL / interval beats in a row are not
         if cancelled:

@@ -56,6 +56,7 @@ from alphaswarm_orch.compat.dagster import (
 from alphaswarm_orch.execution.liveness import StepWatch, admission, worker_identity
 from alphaswarm_orch.execution.plans import PlanCache
 from alphaswarm_orch.guard import run_ended_check
+from alphaswarm_orch.instance import before_step_start
 from alphaswarm_orch.queues import DEFAULT_QUEUE, QUEUE_TAG
 from alphaswarm_orch.settings import Settings
 
@@ -63,9 +64,6 @@ log = logging.getLogger(__name__)
 
 MAX_WORKER_LOSSES = 2
 """Times Celery sends a step again after its pool process died before it gives up."""
-
-POOL_RECYCLE_SECONDS = 600
-"""A pool process's held Postgres connection is replaced after this long (idle-killers)."""
 
 
 class StepRefused(RuntimeError):
@@ -101,14 +99,9 @@ def _instance(ref: Any) -> dg.DagsterInstance:
 
 def _open_instance(key: str, ref: Any) -> dg.DagsterInstance:
     if key not in _instances:
+        # On Postgres the instance's storage keeps this process's connection between steps
+        # (instance_pool.py): a step makes about ten queries.
         instance = dg.DagsterInstance.from_ref(ref)
-        # dagster-postgres opens a new connection for every query (NullPool), so that idle
-        # processes hold none; a step makes about ten (~4 ms each to connect). A pool process
-        # runs step after step, so it keeps one connection: Dagster's only switch for that is
-        # the webserver's (pool size 1; a no-op on SQLite). Statement timeout 0 = none.
-        instance.optimize_for_webserver(
-            statement_timeout=0, pool_recycle=POOL_RECYCLE_SECONDS, max_overflow=1
-        )
         cache_run_columns_check(instance)  # else a schema reflection on every run read
         _instances[key] = instance
     return _instances[key]
@@ -212,28 +205,32 @@ def execute_step(
         except Exception:
             return _error(sys.exc_info())
 
-        events = [
-            instance.report_engine_event(
-                f"Executing step {step_key} in celery worker",
-                run,
-                EngineEventData(
-                    {"step_keys": step_key, "Celery worker": task.request.hostname},
-                    marker_end=DELEGATE_MARKER,
-                ),
-                step_key=step_key,
-            )
-        ]
+        events: list[dg.DagsterEvent] = []
         sigterm = _sigterm_handler()
         try:
-            for event in execute_plan_iterator(
-                execution_plan=plan,
-                job=job.recon_job,
-                dagster_run=run,
-                instance=instance,
-                retry_mode=args.retry_mode,
-                run_config=run.run_config,
-            ):
-                events.append(event)
+            # Its first events commit without waiting for the disk each; STEP_START's own
+            # commit makes them durable (see instance.before_step_start).
+            with before_step_start():
+                events.append(
+                    instance.report_engine_event(
+                        f"Executing step {step_key} in celery worker",
+                        run,
+                        EngineEventData(
+                            {"step_keys": step_key, "Celery worker": task.request.hostname},
+                            marker_end=DELEGATE_MARKER,
+                        ),
+                        step_key=step_key,
+                    )
+                )
+                for event in execute_plan_iterator(
+                    execution_plan=plan,
+                    job=job.recon_job,
+                    dagster_run=run,
+                    instance=instance,
+                    retry_mode=args.retry_mode,
+                    run_config=run.run_config,
+                ):
+                    events.append(event)
         except DagsterExecutionInterruptedError:
             if not watch.cancelled:
                 raise  # a real SIGINT/SIGTERM: let Celery see it

@@ -25,6 +25,7 @@ from alphaswarm_orch.compat.dagster import (
     run_command_body,
     serializable_error_info_from_exc_info,
 )
+from alphaswarm_orch.instance_pool import set_process_role
 
 RELEASE = "release"
 """What the launcher sends once the worker's pid is recorded: start executing."""
@@ -71,6 +72,7 @@ def _detach_from_forkserver(keep: int) -> None:
 def _run_worker(
     run_id: str, instance_ref: str, environ: dict[str, str], conn: Connection, resume: bool
 ) -> int:
+    set_process_role("run worker")
     # Its own session: a Ctrl-C or SIGTERM to the launcher's process group is not a terminate.
     os.setsid()
     # The forkserver kept the environment of its own start; a run sees the launcher's at launch.

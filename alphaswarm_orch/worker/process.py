@@ -31,6 +31,7 @@ from alphaswarm_orch.broker.celery_config import celery_config
 from alphaswarm_orch.compat.celery import make_app
 from alphaswarm_orch.control import health, metrics
 from alphaswarm_orch.execution import import_instance_classes, register_tasks, start_warm_up
+from alphaswarm_orch.instance_pool import set_process_role
 from alphaswarm_orch.queues import parse_queue_list, worker_concurrency
 from alphaswarm_orch.sessions.handoff import clear_handoff, request_handoff
 from alphaswarm_orch.settings import Settings
@@ -94,6 +95,7 @@ def run_worker(
     names = parse_queue_list(queues)
     threads = worker_concurrency(names, concurrency)
     settings = Settings.from_env()
+    set_process_role("worker")
     app = make_worker_app(settings)
     node = node_name(names, name)
     _prepare_operations(app, settings, names, node)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psycopg2
 import pytest
+import sqlalchemy
 from dagster._core.remote_origin import (
     InProcessCodeLocationOrigin,
     ManagedGrpcPythonEnvCodeLocationOrigin,
@@ -32,10 +34,12 @@ from dagster._core.scheduler.instigation import (
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._daemon import controller
 from dagster._daemon import sensor as sensor_daemon
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from alphaswarm_orch.compat import dagster as compat
 from alphaswarm_orch.daemon.wakeup import WakingDequeueDaemon, WakingSensorDaemon, install
 from tests.compat.contract import broken, check_all_covered, has_members, parameters, run_contract
+from tests.support.runs import wait_for
 
 SMALL_DEFS = Path(__file__).with_name("small_defs.py")
 """A code location that loads in a code server quickly."""
@@ -653,6 +657,131 @@ def test_the_run_columns_check_is_asked_on_every_run_read_and_cached_once() -> N
         assert storage.has_run_stats_index_cols.cache_info().hits >= 1
 
 
+def _engine_event(run_id: str) -> dg.EventLogEntry:
+    return dg.EventLogEntry(
+        error_info=None,
+        level=10,
+        user_message="contract",
+        run_id=run_id,
+        timestamp=1_700_000_000.0,
+        dagster_event=dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.ENGINE_EVENT.value,
+            job_name="contract_job",
+            step_key="step",
+            event_specific_data=compat.EngineEventData(),
+        ),
+    )
+
+
+def test_the_postgres_storages_query_only_through_the_engine_they_are_given(
+    postgres_url: str,
+) -> None:
+    dist = "dagster-postgres"
+    storages = (
+        PostgresRunStorage(postgres_url),
+        PostgresEventLogStorage(postgres_url),
+        PostgresScheduleStorage(postgres_url),
+    )
+    theirs = [storage._engine for storage in storages]
+    for engine in theirs:
+        assert isinstance(engine.pool, sqlalchemy.pool.NullPool), _fail(
+            "share_storage_engine", "a storage's own engine is no longer a NullPool", dist
+        )
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection.autocommit, _fail(
+                "share_storage_engine", "a storage's own engine is no longer AUTOCOMMIT", dist
+            )
+    used_theirs: list[object] = []
+    for engine in theirs:
+        sqlalchemy.event.listen(engine, "connect", lambda *_: used_theirs.append(1))
+    shared = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT", pool_size=1)
+    statements: list[str] = []
+    sqlalchemy.event.listen(
+        shared, "before_cursor_execute", lambda _c, _cur, sql, *_: statements.append(sql)
+    )
+    compat.share_storage_engine(storages, shared)
+    runs, events, schedules = storages
+    try:
+        run = dg.DagsterRun(job_name="contract_job", run_id="contract-run")
+        runs.add_run(run)
+        assert runs.get_runs(dg.RunsFilter(run_ids=[run.run_id]))
+        events.store_event(_engine_event(run.run_id))
+        assert len(events.get_logs_for_run(run.run_id)) == 1
+        assert events.has_table("event_logs")
+        with events.index_transaction() as conn:  # READ COMMITTED on this connection only
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        assert schedules.all_instigator_state() == []
+        assert used_theirs == [], _fail(
+            "share_storage_engine", "a storage still connects through its own engine", dist
+        )
+        assert any("runs" in s for s in statements) and any("event_logs" in s for s in statements)
+        assert any("instigators" in s or "jobs" in s for s in statements)
+        with shared.connect() as conn:  # back to autocommit after the transaction
+            assert conn.connection.dbapi_connection.autocommit, _fail(
+                "share_storage_engine", "an isolation level set by a storage outlives its use",
+                dist,
+            )
+    finally:
+        shared.dispose()
+
+
+def test_insert_and_notify_writes_what_dagster_postgres_store_event_writes(
+    postgres_url: str,
+) -> None:
+    dist = "dagster-postgres"
+    code = PostgresEventLogStorage.store_event.__code__
+    for name in ("prepare_insert_event", "CHANNEL_NAME", "ASSET_EVENTS", "ASSET_CHECK_EVENTS"):
+        assert name in code.co_names, _fail(
+            "insert_and_notify", f"store_event no longer uses {name}", dist
+        )
+    assert compat.INDEXED_EVENT_TYPES >= {dg.DagsterEventType.ASSET_MATERIALIZATION}
+    events = PostgresEventLogStorage(postgres_url)
+    plain_url = postgres_url.replace("+psycopg2", "")
+    listener = psycopg2.connect(plain_url)
+    listener.autocommit = True
+    try:
+        with listener.cursor() as cur:
+            cur.execute(f"LISTEN {compat.POSTGRES_EVENT_CHANNEL}")
+        entry = _engine_event("contract-run")
+        events.store_event(entry)  # theirs
+        with events.index_connection() as conn:  # ours
+            conn.execute(compat.insert_and_notify(events.prepare_insert_event(entry)))
+        with events.index_connection() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(
+                sqlalchemy.text("SELECT * FROM event_logs ORDER BY id")
+            )]
+        assert len(rows) == 2
+        ids = [row.pop("id") for row in rows]
+        assert rows[0] == rows[1], _fail("insert_and_notify", "its row differs from store_event's")
+        payloads: list[str] = []
+
+        def notified() -> bool:
+            listener.poll()
+            payloads.extend(n.payload for n in listener.notifies)
+            listener.notifies.clear()
+            return len(payloads) >= 2
+
+        wait_for(notified, 10, "both notifications")
+        assert payloads == [f"contract-run_{i}" for i in ids], _fail(
+            "insert_and_notify", "its notification differs from store_event's"
+        )
+    finally:
+        listener.close()
+    # Asynchronous: only the statement's own transaction commits without waiting.
+    transactional = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with transactional.begin() as conn:
+            conn.execute(
+                compat.insert_and_notify(events.prepare_insert_event(entry), asynchronous=True)
+            )
+            assert conn.execute(sqlalchemy.text("SHOW synchronous_commit")).scalar() == "off"
+        with transactional.begin() as conn:
+            assert conn.execute(sqlalchemy.text("SHOW synchronous_commit")).scalar() == "on"
+    finally:
+        transactional.dispose()
+    assert len(events.get_logs_for_run("contract-run")) == 3
+
+
 TESTED_BY = {
     test_prefer_daemons_builds_the_waking_sensor_and_dequeue_daemons: [
         "prefer_daemons",
@@ -680,6 +809,12 @@ TESTED_BY = {
     test_the_run_columns_check_is_asked_on_every_run_read_and_cached_once: [
         "SqlRunStorage",
         "cache_run_columns_check",
+    ],
+    test_the_postgres_storages_query_only_through_the_engine_they_are_given: [
+        "share_storage_engine",
+    ],
+    test_insert_and_notify_writes_what_dagster_postgres_store_event_writes: [
+        "insert_and_notify", "INDEXED_EVENT_TYPES", "POSTGRES_EVENT_CHANNEL",
     ],
 }
 """The daemon hooks' names, each with the test above that holds its contract."""
