@@ -6,6 +6,7 @@ import dagster as dg
 
 from alphaswarm_orch.defs import hft, ingestion, ledger, paper, smoke, terraform, workflows
 from alphaswarm_orch.execution import executor_for
+from alphaswarm_orch.launch import prebuilt
 from alphaswarm_orch.routing import check_routing
 from alphaswarm_orch.settings import RESOURCE_KEY, Settings
 
@@ -38,6 +39,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
+def _resolve_jobs(definitions: dg.Definitions) -> None:
+    definitions.get_repository_def().get_all_jobs()
+
+
+# Built once in the run launcher's forkserver; a run worker reuses that copy while the
+# environment and the files it was built from are unchanged (alphaswarm_orch/launch/prebuilt.py).
 @dg.definitions
+@prebuilt.reusable(warm=_resolve_jobs)
 def defs() -> dg.Definitions:
     return build_definitions(Settings.from_env())

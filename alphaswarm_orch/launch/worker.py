@@ -25,6 +25,8 @@ from alphaswarm_orch.compat.dagster import (
     run_command_body,
     serializable_error_info_from_exc_info,
 )
+from alphaswarm_orch.launch import prebuilt
+from alphaswarm_orch.launch.forkserver_start import preload_environment
 
 RELEASE = "release"
 """What the launcher sends once the worker's pid is recorded: start executing."""
@@ -73,9 +75,13 @@ def _run_worker(
 ) -> int:
     # Its own session: a Ctrl-C or SIGTERM to the launcher's process group is not a terminate.
     os.setsid()
-    # The forkserver kept the environment of its own start; a run sees the launcher's at launch.
+    # The forkserver kept the environment of its own start; a run sees the launcher's at launch,
+    # plus what the preloaded modules set at import, as in a fresh process importing them.
+    preloaded = preload_environment()
     os.environ.clear()
     os.environ.update(environ)
+    for name, value in preloaded.items():
+        os.environ.setdefault(name, value)
     # A terminate that arrives before the run starts is held, then raised at its first step.
     with capture_interrupts():
         conn.send(os.getpid())
@@ -110,6 +116,7 @@ def _execute(instance: dg.DagsterInstance, run_id: str, resume: bool) -> int:
         # until run monitoring's cancel timeout.
         instance.report_run_canceled(run, "Run terminated before its run worker started.")
         return 0
+    _report_stale_definitions(instance, run)
     body = run_command_body(resume)
     try:
         return body(run_id, instance, lambda _event: None, set_exit_code_on_failure=True)
@@ -118,6 +125,22 @@ def _execute(instance: dg.DagsterInstance, run_id: str, resume: bool) -> int:
         # Dagster's own load and execution errors already end the run FAILURE.
         _fail(instance, run_id, "The run worker could not start the run.", sys.exc_info())
         return 1
+
+
+def _report_stale_definitions(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Have the run's log say when the run builds its Definitions itself because what the
+    forkserver built them from changed (names only: a variable's value may be a secret)."""
+
+    def report(name: str, changed: list[str]) -> None:
+        more = f" and {len(changed) - 10} more" if changed[10:] else ""
+        instance.report_engine_event(
+            f"Building {name} for this run: the forkserver's copy is out of date "
+            f"({', '.join(changed[:10])}{more} changed since it was built; a daemon restart "
+            "refreshes it).",
+            run,
+        )
+
+    prebuilt.when_stale(report)
 
 
 def _fail(instance: dg.DagsterInstance, run_id: str, message: str, exc_info=None) -> None:
