@@ -45,6 +45,7 @@ from alphaswarm_orch.compat.dagster import (
     ResumeRunContext,
     RunLauncher,
     WorkerStatus,
+    run_columns_check,
 )
 from alphaswarm_orch.execution import request_cancel
 from alphaswarm_orch.launch.worker import RELEASE, start_run_worker
@@ -187,6 +188,8 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
                 dict(os.environ),
                 child,
                 resume,
+                # this instance's answer (cached here) spares each run worker a schema reflection
+                run_columns_check(self._instance),
             ),
             name=f"dagster-run-{run.run_id}",
         )

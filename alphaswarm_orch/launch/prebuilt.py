@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -265,26 +265,39 @@ def _recording() -> Iterator[_Recorder]:
             setattr(owner, name, original)
 
 
-@dataclass
-class _Builder:
-    build: Callable[[], Any]
-    warm: Callable[[Any], object] | None
-    prebuilt: tuple[Any, Inputs] | None = None
+class Reusable(Generic[T]):
+    """A no-argument builder whose result the forkserver builds once (see module docstring).
+
+    Calling it returns the forkserver's result while its inputs hold, else builds anew.
+    """
+
+    def __init__(self, build: Callable[[], T], warm: Callable[[T], object] | None) -> None:
+        self.build = build
+        self.warm = warm
+        self.prebuilt: tuple[T, Inputs] | None = None
+        functools.update_wrapper(self, build)
 
     @property
     def name(self) -> str:
         return f"{self.build.__module__}.{self.build.__qualname__}"
 
-    def get(self) -> Any:
-        if self.prebuilt is not None:
-            value, inputs = self.prebuilt
-            changed = inputs.changes()
-            if not changed:
-                return value
-            self.prebuilt = None  # this process builds its own from now
-            for listener in _STALE_LISTENERS:
-                listener(self.name, changed)
-        return self.build()
+    def __call__(self) -> T:
+        reused = self.reuse()
+        return reused if reused is not None else self.build()
+
+    def reuse(self) -> T | None:
+        """The forkserver's result if its inputs are unchanged; else None (from then on, in
+        this process), and the `when_stale` listeners are told what changed."""
+        if self.prebuilt is None:
+            return None
+        value, inputs = self.prebuilt
+        changed = inputs.changes()
+        if not changed:
+            return value
+        self.prebuilt = None
+        for listener in _STALE_LISTENERS:
+            listener(self.name, changed)
+        return None
 
     def prebuild(self, attempts: int = 3) -> None:
         """Build, recording the inputs. Inputs that change during the build (another process
@@ -314,26 +327,20 @@ def _say(problem: str) -> None:
     print(f"forkserver: {problem}; each run worker builds its own", file=sys.stderr)
 
 
-_BUILDERS: list[_Builder] = []
+_BUILDERS: list[Reusable[Any]] = []
 _STALE_LISTENERS: list[Callable[[str, list[str]], object]] = []
 
 
 def reusable(
     warm: Callable[[T], object] | None = None,
-) -> Callable[[Callable[[], T]], Callable[[], T]]:
-    """Decorate a no-argument builder: in a process forked after `prebuild`, calling it returns
-    the forkserver's result while its inputs hold (see module docstring), else builds.
-    `warm(result)` runs once after the forkserver's build (e.g. resolve every job)."""
+) -> Callable[[Callable[[], T]], Reusable[T]]:
+    """Decorate a no-argument builder (see `Reusable`). `warm(result)` runs once after the
+    forkserver's build (e.g. resolve every job)."""
 
-    def decorate(build: Callable[[], T]) -> Callable[[], T]:
-        builder = _Builder(build, warm)
+    def decorate(build: Callable[[], T]) -> Reusable[T]:
+        builder = Reusable(build, warm)
         _BUILDERS.append(builder)
-
-        @functools.wraps(build)
-        def get() -> T:
-            return builder.get()  # type: ignore[no-any-return]
-
-        return get
+        return builder
 
     return decorate
 
@@ -348,8 +355,3 @@ def when_stale(listener: Callable[[str, list[str]], object]) -> None:
     """Call `listener(builder name, what changed)` when this process finds a prebuilt result
     out of date and builds its own (a run worker reports it in the run's log)."""
     _STALE_LISTENERS.append(listener)
-
-
-def prebuilt_names() -> list[str]:
-    """The builders with a prebuilt result in this process (the forkserver's, while held)."""
-    return [builder.name for builder in _BUILDERS if builder.prebuilt is not None]
