@@ -7,6 +7,7 @@ import dagster as dg
 from alphaswarm_orch.compat.dagster import share_sensor_instances
 from alphaswarm_orch.defs import hft, ingestion, ledger, paper, smoke, terraform, workflows
 from alphaswarm_orch.execution import executor_for
+from alphaswarm_orch.launch import prebuilt
 from alphaswarm_orch.routing import check_routing
 from alphaswarm_orch.settings import RESOURCE_KEY, Settings
 
@@ -39,7 +40,14 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
+def _resolve_jobs(definitions: dg.Definitions) -> None:
+    definitions.get_repository_def().get_all_jobs()
+
+
+# Built once in the run launcher's forkserver; a run worker reuses that copy while the
+# environment and the files it was built from are unchanged (alphaswarm_orch/launch/prebuilt.py).
 @dg.definitions
+@prebuilt.reusable(warm=_resolve_jobs)
 def defs() -> dg.Definitions:
     # The process that loads the code location evaluates its sensors: one instance for all
     # of their ticks, not one built per tick (alphaswarm_orch.compat.dagster).

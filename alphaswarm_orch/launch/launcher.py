@@ -45,6 +45,7 @@ from alphaswarm_orch.compat.dagster import (
     ResumeRunContext,
     RunLauncher,
     WorkerStatus,
+    run_columns_check,
 )
 from alphaswarm_orch.execution import request_cancel
 from alphaswarm_orch.launch.worker import RELEASE, start_run_worker
@@ -55,7 +56,8 @@ __all__ = ["RUN_WORKER_HOST_TAG", "RUN_WORKER_PID_TAG", "ForkserverRunLauncher"]
 
 
 DEFAULT_PRELOAD_MODULES = ("dagster",)
-FORKSERVER_EXIT_MODULE = "alphaswarm_orch.launch.forkserver_exit"
+FORKSERVER_START_MODULE = "alphaswarm_orch.launch.forkserver_start"
+FORKSERVER_READY_MODULE = "alphaswarm_orch.launch.forkserver_ready"
 RESUMABLE_EXECUTOR = "alphaswarm_celery"
 """Runs on this executor are resumed (it re-attaches to its steps); others end FAILURE."""
 DEFAULT_START_TIMEOUT_SECONDS = 120.0
@@ -65,10 +67,13 @@ def forkserver_context(preload_modules: Sequence[str]) -> ForkServerContext:
     """The process's forkserver context, with its preload list set.
 
     The forkserver is one per process: the list takes effect when it starts (first launch or
-    `warm`), so every launcher of a process must agree on it.
+    `warm`), so every launcher of a process must agree on it. `forkserver_start` comes first
+    and `forkserver_ready` last (they act only in the forkserver: see each).
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([FORKSERVER_EXIT_MODULE, *preload_modules])
+    context.set_forkserver_preload(
+        [FORKSERVER_START_MODULE, *preload_modules, FORKSERVER_READY_MODULE]
+    )
     return context
 
 
@@ -76,7 +81,7 @@ def stop_forkserver() -> None:
     """Stop this process's forkserver, if it started one, and wait for it to exit.
 
     multiprocessing has no public call for it (the forkserver otherwise leaves when this
-    process exits, then lingers; see forkserver_exit.py). `ForkServer._stop` is its own, used
+    process exits, then lingers; see forkserver_start.py). `ForkServer._stop` is its own, used
     by CPython's tests; tests/launch checks it is still there.
     """
     forkserver._forkserver._stop()
@@ -183,6 +188,8 @@ class ForkserverRunLauncher(RunLauncher, ConfigurableClass):
                 dict(os.environ),
                 child,
                 resume,
+                # this instance's answer (cached here) spares each run worker a schema reflection
+                run_columns_check(self._instance),
             ),
             name=f"dagster-run-{run.run_id}",
         )

@@ -655,6 +655,20 @@ def test_the_run_columns_check_is_asked_on_every_run_read_and_cached_once() -> N
         assert instance.get_run_by_id("no-such-run") is None  # reads go through the cache
         assert storage.has_run_stats_index_cols() is expected
         assert storage.has_run_stats_index_cols.cache_info().hits >= 1
+        compat.cache_run_columns_check(instance)  # idempotent: the cache is kept
+        assert storage.has_run_stats_index_cols.cache_info().hits >= 1
+
+
+def test_a_run_columns_check_answered_by_another_instance_is_not_asked_again() -> None:
+    with dg.instance_for_test() as instance:
+        storage = instance.run_storage
+        assert isinstance(storage, compat.SqlRunStorage)
+        answer = compat.run_columns_check(instance)
+        assert answer is type(storage).has_run_stats_index_cols(storage)
+        with dg.instance_for_test() as other:
+            compat.answer_run_columns_check(other, not answer)  # a wrong answer shows it is used
+            assert other.run_storage.has_run_stats_index_cols() is (not answer)
+            assert other.get_run_by_id("no-such-run") is None
 
 
 def _engine_event(run_id: str) -> dg.EventLogEntry:
@@ -815,6 +829,9 @@ TESTED_BY = {
     ],
     test_insert_and_notify_writes_what_dagster_postgres_store_event_writes: [
         "insert_and_notify", "INDEXED_EVENT_TYPES", "POSTGRES_EVENT_CHANNEL",
+    ],
+    test_a_run_columns_check_answered_by_another_instance_is_not_asked_again: [
+        "run_columns_check", "answer_run_columns_check",
     ],
 }
 """The daemon hooks' names, each with the test above that holds its contract."""

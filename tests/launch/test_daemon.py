@@ -99,9 +99,9 @@ def test_the_forkserver_preload_list_starts_with_its_fast_exit() -> None:
     """multiprocessing's private `ForkServer._stop` is what `stop_forkserver` calls."""
     from multiprocessing import forkserver
 
-    from alphaswarm_orch.launch.launcher import FORKSERVER_EXIT_MODULE, stop_forkserver
+    from alphaswarm_orch.launch.launcher import FORKSERVER_START_MODULE, stop_forkserver
 
     assert callable(forkserver._forkserver._stop)
     forkserver_context(["dagster"])
-    assert forkserver._forkserver._preload_modules[0] == FORKSERVER_EXIT_MODULE
+    assert forkserver._forkserver._preload_modules[0] == FORKSERVER_START_MODULE
     stop_forkserver()  # no forkserver started: nothing to do
