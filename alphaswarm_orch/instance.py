@@ -83,23 +83,14 @@ class EnvironmentStorage(DagsterStorage, ConfigurableClass):
         return EmbeddedSqliteStorage(base_dir, inst_data=inst_data)
 
 
-class PooledPostgresStorage(DagsterStorage):
-    """dagster-postgres' run, event log and schedule storages on the process's pooled engine
-    for `url` (instance_pool.py), its event log being `StepEventLogStorage`."""
+class ThreeStorages(DagsterStorage):
+    """A DagsterStorage made of a run, an event log and a schedule storage that its subclass
+    sets in `__init__` (with `_inst_data`)."""
 
-    def __init__(
-        self, url: str, pool_size: int, inst_data: ConfigurableClassData | None = None
-    ) -> None:
-        # Each creates its tables if missing, through its own engine; then all use the pool.
-        self._run_storage = PostgresRunStorage(url)
-        self._event_log_storage = StepEventLogStorage(url)
-        self._schedule_storage = PostgresScheduleStorage(url)
-        share_storage_engine(
-            (self._run_storage, self._event_log_storage, self._schedule_storage),
-            instance_engine(url, pool_size),
-        )
-        self._inst_data = inst_data
-        super().__init__()
+    _run_storage: RunStorage
+    _event_log_storage: EventLogStorage
+    _schedule_storage: ScheduleStorage
+    _inst_data: ConfigurableClassData | None
 
     @property
     def inst_data(self) -> ConfigurableClassData | None:
@@ -116,6 +107,25 @@ class PooledPostgresStorage(DagsterStorage):
     @property
     def schedule_storage(self) -> ScheduleStorage:
         return self._schedule_storage
+
+
+class PooledPostgresStorage(ThreeStorages):
+    """dagster-postgres' run, event log and schedule storages on the process's pooled engine
+    for `url` (instance_pool.py), its event log being `StepEventLogStorage`."""
+
+    def __init__(
+        self, url: str, pool_size: int, inst_data: ConfigurableClassData | None = None
+    ) -> None:
+        # Each creates its tables if missing, through its own engine; then all use the pool.
+        self._run_storage = PostgresRunStorage(url)
+        self._event_log_storage = StepEventLogStorage(url)
+        self._schedule_storage = PostgresScheduleStorage(url)
+        share_storage_engine(
+            (self._run_storage, self._event_log_storage, self._schedule_storage),
+            instance_engine(url, pool_size),
+        )
+        self._inst_data = inst_data
+        super().__init__()
 
 
 BEFORE_STEP_START_EVENTS = frozenset(
@@ -201,7 +211,7 @@ def is_sharded_store(base_dir: Path) -> bool:
     return any((base_dir / "history" / "runs").glob("*.db"))
 
 
-class EmbeddedSqliteStorage(DagsterStorage):
+class EmbeddedSqliteStorage(ThreeStorages):
     """Dagster's SQLite run and schedule storage with one consolidated event log, whose
     storage ids are global (what the ledger mirror reads by).
 
@@ -221,27 +231,11 @@ class EmbeddedSqliteStorage(DagsterStorage):
         self._inst_data = inst_data
         super().__init__()
 
-    @property
-    def inst_data(self) -> ConfigurableClassData | None:
-        return self._inst_data
-
     def register_instance(self, instance: Any) -> None:
         super().register_instance(instance)
         for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
             if not storage.has_instance:
                 storage.register_instance(instance)
-
-    @property
-    def event_log_storage(self) -> EventLogStorage:
-        return self._event_log_storage
-
-    @property
-    def run_storage(self) -> RunStorage:
-        return self._run_storage
-
-    @property
-    def schedule_storage(self) -> ScheduleStorage:
-        return self._schedule_storage
 
     def dispose(self) -> None:
         self._event_log_storage.dispose()
