@@ -17,6 +17,7 @@ import yaml
 from alphaswarm_orch.settings import (
     INGESTION_CONFIG,
     LEDGER_URL,
+    POSTGRES_POOL_SIZE,
     TERRAFORM_ROOT,
     TERRAFORM_WORKSPACES,
     VISIBILITY_TIMEOUT,
@@ -74,6 +75,7 @@ def rendered(rendered_text: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
 DEFAULTED_VARIABLES = {
     LEDGER_URL,
     INGESTION_CONFIG,
+    POSTGRES_POOL_SIZE,
     VISIBILITY_TIMEOUT,
     WORKFLOWS_DIR,
     WORKER_INCLUDE,
@@ -82,5 +84,6 @@ DEFAULTED_VARIABLES = {
 }
 """README Configuration variables a deployment leaves unset everywhere by default (their
 defaults are right: the ledger shares the Postgres, the image's own connections file and
-workflow specs, Celery's visibility timeout, every task module), or sets only on the services
+workflow specs, Celery's visibility timeout, every task module, one pooled instance
+connection per process), or sets only on the services
 that need them (the terraform root and allow-list)."""
