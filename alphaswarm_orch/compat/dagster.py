@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -25,6 +26,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 from dagster._core.errors import DagsterLaunchFailedError
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EngineEventData
+from dagster._core.execution import context_creation_job as _context_creation_job
 from dagster._core.execution.api import create_execution_plan, execute_plan_iterator
 from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.active import ActiveExecution
@@ -86,6 +88,43 @@ RUN_WORKER_MODULES = (
     "dagster._utils.test.definitions",
 )
 """Dagster modules a run worker imports after the fork (the launcher's forkserver preloads)."""
+
+
+_resolved_configs: dict[tuple[int, str], tuple[Any, ResolvedRunConfig]] = {}
+_resolved_lock = threading.Lock()
+RESOLVED_CONFIGS = 4
+"""Resolved run configs a process keeps once memoized (a few runs' worth)."""
+
+
+def memoize_step_run_config() -> None:
+    """Resolve a job's run config once per process, not once per step.
+
+    Dagster's `create_context_creation_data` (every `execute_plan_iterator`, so every step
+    on a worker) calls `ResolvedRunConfig.build(job_def, run_config)`, which walks every op
+    of the job: a step of a 1,000-op job paid for all 1,000. The result depends only on the
+    job definition and the run config, so it is kept (bounded) by (job definition, config)."""
+    module = _context_creation_job
+    if getattr(module.ResolvedRunConfig, "_alphaswarm_memo", False):
+        return
+
+    class _Memoized:
+        _alphaswarm_memo = True
+
+        @staticmethod
+        def build(job_def: Any, run_config: Any = None) -> ResolvedRunConfig:
+            key = (id(job_def), json.dumps(run_config, sort_keys=True, default=repr))
+            with _resolved_lock:
+                hit = _resolved_configs.get(key)
+            if hit is not None and hit[0] is job_def:
+                return hit[1]
+            resolved = ResolvedRunConfig.build(job_def, run_config)
+            with _resolved_lock:
+                _resolved_configs[key] = (job_def, resolved)  # holds job_def: its id stays
+                while len(_resolved_configs) > RESOLVED_CONFIGS:
+                    del _resolved_configs[next(iter(_resolved_configs))]
+            return resolved
+
+    module.ResolvedRunConfig = _Memoized  # type: ignore[misc,assignment]
 
 
 def set_sensor_loop_seconds(seconds: float) -> None:
@@ -430,6 +469,7 @@ __all__ = [
     "insert_and_notify",
     "is_valid_cron_string",
     "keep_live_code_servers",
+    "memoize_step_run_config",
     "pack_value",
     "prefer_daemons",
     "run_columns_check",

@@ -101,6 +101,7 @@ class ResultWatcher:
         self.client = self.backend.client
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self._by_channel: dict[bytes, str] = {}
+        self._flights: dict[str, InFlight] = {}
         self._arrived: dict[str, dict[str, Any]] = {}
         # The last stored value seen per task: the backend keeps a RETRY (pool process lost,
         # step sent again) stored while the redelivered step runs, and the sweep re-reads it
@@ -114,10 +115,12 @@ class ResultWatcher:
     def watch(self, flight: InFlight) -> None:
         """Subscribe before the task is sent, so its result cannot be missed."""
         self._by_channel[flight.channel] = flight.task_id
+        self._flights[flight.task_id] = flight
         self.pubsub.subscribe(flight.channel)
 
     def forget(self, flight: InFlight) -> None:
         self._by_channel.pop(flight.channel, None)
+        self._flights.pop(flight.task_id, None)
         self._arrived.pop(flight.task_id, None)
         self._seen.pop(flight.task_id, None)
         self.pubsub.unsubscribe(flight.channel)
@@ -158,6 +161,10 @@ class ResultWatcher:
             if raw is not None:
                 self._arrive(flight.task_id, raw)
         return {f.task_id: beat for f, beat in zip(flights, beats, strict=True)}
+
+    def news(self) -> list[InFlight]:
+        """The watched steps with a stored state not yet taken."""
+        return [self._flights[t] for t in list(self._arrived) if t in self._flights]
 
     def take(self, task_id: str) -> dict[str, Any] | None:
         """The latest stored state of `task_id`, once (None when nothing new arrived)."""
@@ -207,6 +214,10 @@ class _Run:
         self.flights: dict[str, InFlight] = {}
         self.run_tags = job_context.dagster_run.tags
         self.stopping = False
+        # Steps past SLOT_WAIT_SECONDS found by this sweep, and the queues whose waiting
+        # episode was reported (see _report_waiting).
+        self.newly_waiting: list[InFlight] = []
+        self.waiting_queues: set[str] = set()
         # The same for every step of the run: computed once, not per submission.
         self.job_origin = job_context.reconstructable_job.get_python_origin()
         self.executable_dict = job_context.reconstructable_job.to_dict()
@@ -250,11 +261,18 @@ class _Run:
                     EngineEventData(),
                 )
                 return
-            beats = self.watcher.sweep(list(self.flights.values())) if sweeping else {}
             if sweeping:
+                # Every in-flight step: heartbeats, lost workers, steps waiting for a slot.
+                beats = self.watcher.sweep(list(self.flights.values()))
                 next_sweep = now + SWEEP_SECONDS
-            for flight in list(self.flights.values()):
-                yield from self._settle(active, flight, beats, now)
+                for flight in list(self.flights.values()):
+                    yield from self._settle(active, flight, beats, now)
+                yield from self._report_waiting(now)
+            else:
+                # Between sweeps only the steps whose result arrived: visiting all N in-flight
+                # steps on each of N results made a fan-out O(N^2).
+                for flight in self.watcher.news():
+                    yield from self._settle(active, flight, {}, now)
             yield from active.plan_events_iterator(self.context)
             if not self.stopping:
                 for step in active.get_steps_to_execute():
@@ -486,11 +504,36 @@ class _Run:
                 yield from self._lost(active, flight)
         elif not flight.wait_reported and now - flight.submitted_at >= SLOT_WAIT_SECONDS:
             flight.wait_reported = True
-            yield from self._waiting(flight, now)
+            self.newly_waiting.append(flight)
 
-    def _waiting(self, flight: InFlight, now: float) -> Iterator[DagsterEvent]:
-        """Say once that a step waits for a worker slot, with its queue's occupancy."""
-        queue = flight.queue
+    def _report_waiting(self, now: float) -> Iterator[DagsterEvent]:
+        """Once per queue per episode: how many of the run's steps wait for a slot on it.
+
+        An episode starts when a step of the run has waited SLOT_WAIT_SECONDS on a queue and
+        lasts until every step it counted has started; the event counts all of the run's
+        steps not started on the queue, and steps that pass SLOT_WAIT_SECONDS meanwhile are
+        not reported
+        (a fan-out of 1,000 steps on 16 slots is one event, not one per queued step).
+        """
+        waiting: dict[str, list[InFlight]] = {}
+        reported: set[str] = set()
+        newly = {f.task_id for f in self.newly_waiting}
+        for flight in self.flights.values():
+            if flight.worker is None:
+                waiting.setdefault(flight.queue, []).append(flight)
+                if flight.wait_reported and flight.task_id not in newly:
+                    reported.add(flight.queue)
+        self.waiting_queues &= reported
+        fresh = {f.queue for f in self.newly_waiting} - self.waiting_queues
+        self.newly_waiting.clear()
+        for queue in sorted(fresh):
+            self.waiting_queues.add(queue)
+            for flight in waiting[queue]:
+                flight.wait_reported = True
+            yield self._waiting(queue, waiting[queue], now)
+
+    def _waiting(self, queue: str, flights: list[InFlight], now: float) -> DagsterEvent:
+        """Say that steps wait for a worker slot on `queue`, with the queue's occupancy."""
         try:
             occupancy = (
                 f"{queue_length(self.broker(), queue)} queued and "
@@ -500,11 +543,22 @@ class _Run:
             occupancy = f"occupancy unknown ({exc})"
         table = LIGHT_QUEUES.get(queue)
         slots = f"; each of its workers runs {table.concurrency}" if table else ""
-        yield DagsterEvent.engine_event(
-            self.context.for_step(self.plan.get_step_by_key(flight.step_key)),
-            f'Step "{flight.step_key}" has waited {now - flight.submitted_at:.0f}s for a '
-            f'worker slot on queue "{queue}": {occupancy}{slots}. It starts when a slot '
-            "frees or the queue's autoscaler adds a worker.",
+        if len(flights) == 1:
+            [flight] = flights
+            return DagsterEvent.engine_event(
+                self.context.for_step(self.plan.get_step_by_key(flight.step_key)),
+                f'Step "{flight.step_key}" has waited {now - flight.submitted_at:.0f}s for a '
+                f'worker slot on queue "{queue}": {occupancy}{slots}. It starts when a slot '
+                "frees or the queue's autoscaler adds a worker.",
+                EngineEventData(),
+            )
+        longest = max(now - f.submitted_at for f in flights)
+        return DagsterEvent.engine_event(
+            self.context,
+            f'{len(flights)} steps of this run wait for a worker slot on queue "{queue}" (the '
+            f"longest for {longest:.0f}s): {occupancy}{slots}. They start as slots free or "
+            "the queue's autoscaler adds workers; steps that wait while these do are not "
+            "reported one by one.",
             EngineEventData(),
         )
 

@@ -50,6 +50,7 @@ from alphaswarm_orch.compat.dagster import (
     ReconstructableRepository,
     cache_run_columns_check,
     execute_plan_iterator,
+    memoize_step_run_config,
     serializable_error_info_from_exc_info,
     unpack_value,
 )
@@ -81,6 +82,8 @@ class LoadedJob:
 _instances: dict[str, dg.DagsterInstance] = {}
 _jobs: dict[str, LoadedJob] = {}
 _plans = PlanCache()
+# Each step's execute_plan_iterator resolves the run config over the whole job: once instead.
+memoize_step_run_config()
 """Whole-job plans of the last few runs: a step's plan no longer costs O(steps in the job)."""
 _kill_switch: list[KillSwitch] = []
 """The worker's kill switch (`register_tasks`), if it has a Redis to read it from."""

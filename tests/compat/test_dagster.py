@@ -234,6 +234,29 @@ def _compat_dynamic_job() -> None:
     _compat_count(_compat_emit().map(_compat_upper).collect())
 
 
+def run_config_memo() -> None:
+    """Dagster's step context creation resolves the run config through the module name
+    `ResolvedRunConfig.build`; once memoized, the same (job, config) resolves once and a
+    different config still resolves to its own values."""
+    from dagster._core.execution import context_creation_job
+
+    source = inspect.getsource(context_creation_job.create_context_creation_data)
+    assert "ResolvedRunConfig.build(job_def, run_config)" in source, _fail(
+        "memoize_step_run_config",
+        "create_context_creation_data no longer calls ResolvedRunConfig.build(job_def, ...)",
+    )
+    compat.memoize_step_run_config()
+    compat.memoize_step_run_config()  # idempotent: not wrapped twice
+    memo = context_creation_job.ResolvedRunConfig
+    assert memo is not compat.ResolvedRunConfig
+    configs = [{"ops": {"_compat_configured": {"config": {"n": n}}}} for n in (1, 2)]
+    first = memo.build(_compat_dynamic_job, configs[0])
+    assert memo.build(_compat_dynamic_job, configs[0]) is first
+    assert first.ops["_compat_configured"].config == {"n": 1}
+    second = memo.build(_compat_dynamic_job, configs[1])
+    assert second.ops["_compat_configured"].config == {"n": 2}
+
+
 def plan_from_cache() -> None:
     """A step's plan derived from the cached whole-job plan (ResolvedRunConfig, the plan's
     resolve/build_subset_plan, KnownExecutionState's fields) equals the full build's, for
@@ -420,6 +443,7 @@ CONTRACTS = {
     ],
     retries: ["RetryMode", "get_retries_config"],
     plan_from_cache: ["KnownExecutionState", "ResolvedRunConfig"],
+    run_config_memo: ["memoize_step_run_config"],
     sensor_loop: ["set_sensor_loop_seconds", "sensor_loop_seconds"],
     daemon_command: ["run_daemon"],
     preload_modules: ["RUN_WORKER_MODULES", "import_run_worker_modules"],

@@ -267,6 +267,7 @@ def test_worker_killed_mid_step_is_detected_and_the_op_retry_policy_applies(
 def test_higher_priority_steps_run_first_on_redis(
     env, start_worker, instance, broker, tmp_path
 ) -> None:
+    """Served by priority; while they wait for a worker, one event says that three do."""
     key = f"report:{uuid.uuid4().hex}"
     probe = {"config": {"report_key": key}}
     process = _launch(env, tmp_path, "priority_job", {"low": probe, "middle": probe, "high": probe})
@@ -275,11 +276,22 @@ def test_higher_priority_steps_run_first_on_redis(
         # p 9 -> Redis 0 (served first), p 5 -> 4 (level 3), p 1 -> 8 (level 6).
         by_level = {k: broker.llen(k) for k in queue_keys("default")}
         assert list(by_level.values()) == [1, 1, 1, 0], by_level
+        run = _only_run(instance)
+        # No worker yet: the three waiting steps are one event for the queue, not three.
+        [waiting] = wait_for(
+            lambda: _engine_messages(instance, run.run_id, "for a worker slot"),
+            120,
+            "the waiting-for-a-slot event",
+        )
+        assert waiting.startswith("3 steps of this run wait for a worker slot"), waiting
+        assert 'on queue "default" (the longest for' in waiting, waiting
+        assert "3 queued and 0 running steps on the queue" in waiting, waiting
         start_worker("default", "w-priority", "--concurrency", "1", env=env)
         _finish(process, tmp_path, "priority_job")
     finally:
         process.kill()
     assert _reports(broker, key) == ["high", "middle", "low"]
+    assert len(_engine_messages(instance, run.run_id, "for a worker slot")) == 1
 
 
 def test_job_across_three_queues_runs_each_step_on_a_worker_of_its_queue(
