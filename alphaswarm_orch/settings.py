@@ -155,7 +155,7 @@ class Settings:
         port_raw = get(METRICS_PORT)
         metrics_port = DEFAULT_METRICS_PORT
         if port_raw is not None:
-            if not is_ascii_digits(port_raw) or not 0 < int(port_raw) < 65536:
+            if ascii_int_within(port_raw, 1, 65535) is None:
                 raise SettingsError(
                     f"{METRICS_PORT}={port_raw!r} is not a TCP port: use a number 1-65535 "
                     f"(default {DEFAULT_METRICS_PORT})"
@@ -179,7 +179,7 @@ class Settings:
         timeout_raw = get(VISIBILITY_TIMEOUT)
         timeout = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
         if timeout_raw is not None:
-            if not is_ascii_digits(timeout_raw) or int(timeout_raw) < 1:
+            if ascii_int_within(timeout_raw, 1, None) is None:
                 raise SettingsError(
                     f"{VISIBILITY_TIMEOUT}={timeout_raw!r} is not a number of seconds: set it "
                     f"above the longest task's run time (default "
@@ -191,7 +191,7 @@ class Settings:
         pool_size = DEFAULT_POSTGRES_POOL_SIZE
         if pool_raw is not None:
             low, high = POSTGRES_POOL_RANGE
-            if not is_ascii_digits(pool_raw) or not low <= int(pool_raw) <= high:
+            if ascii_int_within(pool_raw, low, high) is None:
                 raise SettingsError(
                     f"{POSTGRES_POOL_SIZE}={pool_raw!r} is not a pool size: use a number of "
                     f"connections from {low} (a new connection per query) to {high} "
@@ -220,6 +220,15 @@ class Settings:
             worker_include=tuple(m.strip() for m in include.split(",") if m.strip()),
             postgres_pool_size=pool_size,
         )
+
+
+def ascii_int_within(raw: str, low: int, high: int | None) -> int | None:
+    """`raw` as an integer from `low` to `high` (None: no upper bound), written in ASCII
+    digits only; None when it is not one (the caller names the variable in its error)."""
+    if not is_ascii_digits(raw):
+        return None
+    value = int(raw)
+    return value if low <= value and (high is None or value <= high) else None
 
 
 def is_ascii_digits(raw: str) -> bool:

@@ -78,15 +78,18 @@ def test_a_request_is_launched_on_arrival_not_on_the_next_loop(
                 interval=0.1,
             )
             # No paper worker here: the session step waits in its queue until terminated.
-            instance.run_launcher.terminate(run.run_id)
-            wait_for(
-                lambda: instance.get_run_by_id(run.run_id).is_finished,
-                60,
-                "the terminated run to finish",
-            )
+            _terminate(instance, run)
         except AssertionError:
             print(read_log(daemon)[-6000:])
             raise
+
+
+def _terminate(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Terminate `run` (its session step waits for a paper worker) and wait for its end."""
+    instance.run_launcher.terminate(run.run_id)
+    wait_for(
+        lambda: instance.get_run_by_id(run.run_id).is_finished, 60, "the terminated run to finish"
+    )
 
 
 def _run_for(instance: dg.DagsterInstance, request_id: str) -> dg.DagsterRun | None:
@@ -135,12 +138,7 @@ def test_requests_held_by_the_kill_switch_launch_when_it_is_cleared(
                 "the run to start",
                 interval=0.1,
             )
-            instance.run_launcher.terminate(run.run_id)
-            wait_for(
-                lambda: instance.get_run_by_id(run.run_id).is_finished,
-                60,
-                "the terminated run to finish",
-            )
+            _terminate(instance, run)
         except AssertionError:
             print(read_log(daemon)[-6000:])
             raise
